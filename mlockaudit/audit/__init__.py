@@ -1,0 +1,1 @@
+"""Everything audit: record parsing, event assembly, rules, netlink, the live source."""

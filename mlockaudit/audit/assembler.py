@@ -1,0 +1,191 @@
+"""Audit records -> calls. Groups the records of one event by their stamp and hands each
+completed mlock-family call to ``emit`` as an :class:`~mlockaudit.event.Event`.
+
+What completes an event, and why:
+
+* ``EOE`` is the kernel's "end of event" (audit_log_exit sends it last).
+* ``PROCTITLE`` is the last record *before* EOE of every syscall event, so a SYSCALL that
+  already has its PROCTITLE is complete; this lets logs written without EOE records
+  (auditd's own log often lacks them) finish events without waiting.
+* Otherwise an entry completes when it grows older than ``timeout`` (live sources call
+  :meth:`Assembler.expire`), when more than ``max_pending`` entries are in flight (the
+  oldest goes first: memory stays bounded under a storm), or at end of input.
+
+Records of other syscalls are recognised from the ``syscall=`` number before any full
+parse, and their follow-up records are dropped by stamp, so a busy foreign rule set costs
+little. Records may arrive out of order (a PROCTITLE before its SYSCALL): they wait for
+their SYSCALL in the same table, under the same bounds.
+"""
+
+from . import records
+from .events import build_event
+from .. import syscalls
+
+_FAMILY_NUMBERS = frozenset(nr for table in syscalls.SYSCALL_NUMBERS.values()
+                            for nr in table.values())
+_FAMILY_NUMBER_BYTES = frozenset(str(nr).encode() for nr in _FAMILY_NUMBERS)
+
+
+
+class _Entry(object):
+    """An mlock-family event in flight (or records that arrived before their SYSCALL)."""
+
+    __slots__ = ("fields", "name", "arch", "proctitle", "node", "ended", "born")
+
+    def __init__(self, born):
+        self.fields = None
+        self.name = None
+        self.arch = None
+        self.proctitle = None
+        self.node = None
+        self.ended = False
+        self.born = born
+
+
+class Assembler(object):
+    """Feed it records with :meth:`feed`; it calls ``emit(event)`` once per family call."""
+
+    def __init__(self, emit, hostname=None, max_pending=8192, timeout=2.0, clock=0.0):
+        self._emit = emit
+        self._hostname = hostname
+        self._pending = {}
+        self.max_pending = max_pending
+        self.timeout = timeout
+        self._clock = clock
+        # counters, read by the caller's statistics
+        self.events = 0
+        self.incomplete = 0          # emitted on timeout/eviction/flush, before EOE
+        self.orphans = 0             # records whose SYSCALL never came
+        self.foreign = 0             # SYSCALL records of other syscalls
+
+    def feed(self, rtype, stamp, body, node=None):
+        """One record. ``stamp`` is the ``SEC.MS:SERIAL`` bytes that identify its event."""
+        pending = self._pending
+        key = stamp if node is None else node + b"@" + stamp
+        if rtype == records.SYSCALL:
+            start = body.find(b" syscall=")
+            if start < 0:
+                raise records.RecordError("SYSCALL without syscall=")
+            end = body.find(b" ", start + 9)
+            if body[start + 9:end if end > 0 else None] not in _FAMILY_NUMBER_BYTES:
+                self.foreign += 1
+                self._ignore(key)
+                return
+            fields = records.parse_syscall(body)
+            try:
+                arch = int(fields[b"arch"], 16)
+                name = syscalls.BY_AUDIT_NUMBER.get((arch, int(fields[b"syscall"])))
+            except (KeyError, ValueError):
+                raise records.RecordError("SYSCALL without arch/syscall")
+            if name is None:                     # family number, other arch's syscall
+                self.foreign += 1
+                self._ignore(key)
+                return
+            entry = pending.get(key)
+            if entry is None or entry.__class__ is not _Entry:
+                entry = _Entry(self._clock)
+                pending[key] = entry
+                if len(pending) > self.max_pending:
+                    self._evict()
+            elif entry.fields is not None:
+                raise records.RecordError("second SYSCALL record for one event")
+            entry.fields = fields
+            entry.name = name
+            entry.arch = syscalls.AUDIT_ARCH.get(arch)
+            entry.node = node
+            if entry.ended or entry.proctitle is not None:
+                del pending[key]
+                self._complete(entry, stamp, complete=True)
+        elif rtype == records.PROCTITLE:
+            entry = pending.get(key)
+            if entry is None:
+                self._early(key).proctitle = _proctitle_value(body)
+            elif entry.__class__ is not _Entry:  # foreign event: PROCTITLE is its last
+                del pending[key]
+            else:
+                entry.proctitle = _proctitle_value(body)
+                if entry.fields is not None:
+                    del pending[key]
+                    self._complete(entry, stamp, complete=True)
+        elif rtype == records.EOE:
+            entry = pending.pop(key, None)
+            if entry is None or entry.__class__ is not _Entry:
+                return
+            if entry.fields is not None:
+                self._complete(entry, stamp, complete=True)
+            else:                                # EOE before its SYSCALL: wait for it
+                entry.ended = True
+                pending[key] = entry
+
+    def _ignore(self, key):
+        """Remember a foreign event's stamp (with the clock, for expiry) to drop its records."""
+        pending = self._pending
+        if key in pending:                      # early records of a foreign event
+            del pending[key]
+            return
+        pending[key] = self._clock
+        if len(pending) > self.max_pending:
+            self._evict()
+
+    def _early(self, key):
+        entry = _Entry(self._clock)
+        self._pending[key] = entry
+        if len(self._pending) > self.max_pending:
+            self._evict()
+        return entry
+
+    def _complete(self, entry, stamp, complete):
+        if not complete:
+            self.incomplete += 1
+        self.events += 1
+        self._emit(build_event(entry.name, entry.arch, entry.fields, stamp, entry.proctitle,
+                               entry.node if entry.node is not None else self._hostname,
+                               complete))
+
+    def _finish(self, key, entry):
+        if entry.__class__ is not _Entry:
+            return
+        if entry.fields is None:
+            self.orphans += 1
+            return
+        stamp = key if entry.node is None else key[len(entry.node) + 1:]
+        self._complete(entry, stamp, complete=False)
+
+    def _evict(self):
+        """Complete the oldest entry: the table never holds more than max_pending."""
+        key = next(iter(self._pending))
+        self._finish(key, self._pending.pop(key))
+
+    def expire(self, now):
+        """Complete entries older than ``timeout`` (same clock as ``now``, e.g. monotonic).
+
+        Entries remember the clock of the previous expire() call, so the per-record path
+        never reads the time.
+        """
+        limit = now - self.timeout
+        pending = self._pending
+        while pending:
+            key = next(iter(pending))
+            entry = pending[key]
+            born = entry.born if entry.__class__ is _Entry else entry
+            if born > limit:
+                break
+            del pending[key]
+            self._finish(key, entry)
+        self._clock = now
+
+    def flush(self):
+        """End of input: complete everything still in flight."""
+        pending = self._pending
+        while pending:
+            key = next(iter(pending))
+            self._finish(key, pending.pop(key))
+
+    @property
+    def in_flight(self):
+        return len(self._pending)
+
+
+def _proctitle_value(body):
+    return body[10:] if body.startswith(b"proctitle=") else records.parse_fields(body).get(
+        b"proctitle")

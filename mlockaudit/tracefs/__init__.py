@@ -1,0 +1,1 @@
+"""Everything ftrace: trace_pipe line parsing, entry/exit pairing, probes, the live source."""

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Workload for tests, captures and benchmarks: calls every syscall of the mlock family
+under a comm of our choosing and writes down exactly what it did (the ground truth).
+
+    workload.py [--comm-hex HEX] [--thread] [--storm N] [--truth FILE] [--wait-fd FD]
+
+The comm is set with prctl(PR_SET_NAME), which takes any byte but NUL, so hostile names
+(spaces, dashes, digits, brackets, quotes, newlines, invalid UTF-8) are real. The truth is
+JSON: {"pid", "comm_hex", "calls": [{"name", "tid", "args", "ret"}]} with args as raw
+unsigned values in Tracee's order and ret as the kernel's return (negative errno).
+
+``--storm N`` calls mlock2 N times on one page (success) and records only the count.
+Only the standard library: it runs on any host the tracer runs on, even under qemu.
+"""
+
+import argparse
+import ctypes
+import json
+import mmap
+import os
+import sys
+import threading
+
+NR = {  # x86_64 / aarch64; the tracer's table covers the rest
+    "x86_64": {"mlock": 149, "munlock": 150, "mlockall": 151, "munlockall": 152, "mlock2": 325},
+    "aarch64": {"mlock": 228, "munlock": 229, "mlockall": 230, "munlockall": 231, "mlock2": 284},
+}[os.uname().machine]
+
+#: comms a hostile process may choose (at most 15 bytes, any byte but NUL): each one aims at
+#: a way a naive parser splits a trace line or an audit record.
+HOSTILE_COMMS = (
+    b"plain",
+    b"a b-9 [1] (x)",            # spaces, dash, digits, brackets, parentheses
+    b"evil\nil-1 [000]",         # newline: one trace record over two lines + forged context
+    b"x-1 (1) [000] .",          # a fake pid/tgid/cpu context inside the comm
+    b"123456789012345",          # 15 digits, the longest comm
+    b"1234-56789 [00]",          # digits and a dash where the pid column would be
+    b"sys_mlock2(",              # looks like the start of a tracepoint event
+    b"-",
+    b"<...>",                    # what ftrace prints when it does not know the comm
+    b'a"b\\c=d|e]',               # quote, backslash, equals, pipe, bracket
+    b"\xff\xfe\x80bin",           # not UTF-8
+    b"\n\n",                     # only newlines
+    b"trail ",
+    b"type=SYSCALL ms",          # an audit record header
+    b'comm="x" pid=1',           # audit fields
+    b"\t\r\x1b[31m",             # control bytes, an ANSI escape
+)
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+PR_SET_NAME = 15
+
+
+def raw_syscall(name, *args):
+    """Call by number (glibc has no mlock2 wrapper before 2.27) -> kernel return value."""
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(NR[name]), *[ctypes.c_ulong(a) for a in args])
+    if result == -1:
+        return -ctypes.get_errno()
+    return result
+
+
+def set_comm(comm):
+    buf = ctypes.create_string_buffer(comm[:15], 16)
+    if libc.prctl(PR_SET_NAME, buf, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME)")
+
+
+def family_calls(addr, log):
+    """Every call of the family, successes and failures, in a fixed order."""
+    def call(name, *args):
+        log.append({"name": name, "tid": threading.get_native_id(), "args": list(args),
+                    "ret": raw_syscall(name, *args)})
+
+    call("mlock2", addr, 8192, 1)            # MLOCK_ONFAULT: success
+    call("mlock2", addr, 8192, 99)           # unknown flags: -EINVAL
+    call("munlock", addr, 8192)
+    call("mlock", addr, 4096)
+    call("munlock", addr, 4096)
+    call("mlockall", 1 | 2)                  # MCL_CURRENT|MCL_FUTURE
+    call("munlockall")
+    call("mlockall", 0)                      # no flags: -EINVAL
+    call("mlock", 0, 4096)                   # unmapped: -ENOMEM
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comm-hex", default="", help="comm to set, as hex bytes")
+    parser.add_argument("--thread", action="store_true", help="also call from a 2nd thread")
+    parser.add_argument("--storm", type=int, default=0, help="N mlock2 calls instead")
+    parser.add_argument("--truth", help="write the ground truth JSON here")
+    parser.add_argument("--wait-fd", type=int, help="read one byte from this fd first")
+    opts = parser.parse_args()
+
+    if opts.wait_fd is not None:
+        os.read(opts.wait_fd, 1)
+    comm = bytes.fromhex(opts.comm_hex) if opts.comm_hex else None
+    if comm:
+        set_comm(comm)
+    page = mmap.mmap(-1, 8192)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(page))
+    log = []
+    if opts.storm:
+        syscall, number = libc.syscall, ctypes.c_long(NR["mlock2"])
+        a, n, f = ctypes.c_ulong(addr), ctypes.c_ulong(4096), ctypes.c_ulong(0)
+        failures = sum(1 for _ in range(opts.storm) if syscall(number, a, n, f) != 0)
+        truth = {"pid": os.getpid(), "comm_hex": (comm or b"").hex(), "storm": opts.storm,
+                 "failures": failures, "addr": addr}
+    else:
+        family_calls(addr, log)
+        if opts.thread:
+            worker = threading.Thread(target=family_calls, args=(addr, log))
+            worker.start()
+            worker.join()
+        truth = {"pid": os.getpid(), "comm_hex": (comm or b"").hex(), "calls": log}
+    if opts.truth:
+        with open(opts.truth, "w") as handle:
+            json.dump(truth, handle)
+    else:
+        json.dump(truth, sys.stdout)
+        sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
