@@ -1,7 +1,14 @@
 """The normalized event: one call of the mlock family, whichever backend saw it.
 
-Backends and ``replay`` only fill an :class:`Event`; formats only read it. Nothing else
-crosses that line, so a field means the same thing for audit records and trace lines.
+Backends and ``replay`` only fill an :class:`Event` and its :class:`Process`; formats only
+read them. Nothing else crosses that line, so a field means the same thing for audit
+records and trace lines.
+
+Why two objects: everything about the calling process (ids, comm, exe, credentials, command
+line) is the same for every call it makes until it changes, while the call itself (time,
+thread, arguments, return) differs each time. Producers cache one immutable Process per
+distinct identity and formats cache what they render of it (``Process.rendered``), so a
+storm of calls from one process costs one identity parse and one render.
 
 Conventions that every producer follows:
 
@@ -18,71 +25,116 @@ Conventions that every producer follows:
 from . import syscalls
 
 
-class Event(object):
-    """One observed call. See the module docstring for the conventions."""
+class Process(object):
+    """The calling process as the source saw it. Never mutated once built: it is shared
+    by many events and formats cache their rendering of it in ``rendered``."""
 
     __slots__ = (
-        "timestamp",      # epoch ns (int) or None
-        "name",           # "mlock2", "mlock", ...
-        "arch",           # "x86_64", "i386", "aarch64", "arm", or None
-        "syscall_nr",     # number on the caller's arch, or None
         "pid",            # host tgid
-        "tid",            # host thread id
-        "cpu",            # CPU the call ran on (Tracee's processorId)
         "ppid",           # host parent tgid
-        "ns_pid",         # tgid, tid and ppid as seen inside the process's pid namespace
-        "ns_tid",
+        "ns_pid",         # tgid and ppid inside the process's pid namespace
         "ns_ppid",
         "uid",            # real uid
         "comm",           # task comm (<= 15 bytes), surrogateescape str
         "exe",            # executable path, surrogateescape str
-        "args",           # tuple of raw unsigned values (or None each), Tracee order
-        "ret",            # signed return value, None when the exit was never seen
-        "hostname",       # node the call happened on
+        "hostname",       # node the process runs on
         "container_id",   # "" when known not to be in a container, None when unknown
-        "backend",        # "audit" or "tracefs"
         "extra",          # dict: what this source knows beyond Tracee's fields
+        "rendered",       # format name -> cached rendering (owned by the formats)
     )
 
-    def __init__(self, name, backend, timestamp=None, arch=None, syscall_nr=None,
-                 pid=None, tid=None, cpu=None, ppid=None, ns_pid=None, ns_tid=None, ns_ppid=None,
-                 uid=None, comm=None, exe=None, args=(), ret=None, hostname=None,
-                 container_id=None, extra=None):
-        self.name = name
-        self.backend = backend
-        self.timestamp = timestamp
-        self.arch = arch
-        self.syscall_nr = syscall_nr
+    def __init__(self, pid=None, ppid=None, ns_pid=None, ns_ppid=None, uid=None, comm=None,
+                 exe=None, hostname=None, container_id=None, extra=None):
         self.pid = pid
-        self.tid = tid
-        self.cpu = cpu
         self.ppid = ppid
         self.ns_pid = ns_pid
-        self.ns_tid = ns_tid
         self.ns_ppid = ns_ppid
         self.uid = uid
         self.comm = comm
         self.exe = exe
-        self.args = args
-        self.ret = ret
         self.hostname = hostname
         self.container_id = container_id
+        self.extra = extra if extra is not None else {}
+        self.rendered = {}
+
+    def __repr__(self):
+        return "Process(pid=%s comm=%r)" % (self.pid, self.comm)
+
+
+class Event(object):
+    """One observed call. See the module docstring for the conventions."""
+
+    __slots__ = (
+        "name",           # "mlock2", "mlock", ...
+        "backend",        # "audit" or "tracefs"
+        "probe",          # how tracefs saw it: "tracepoint" or "kprobe" (None for audit)
+        "process",        # Process
+        "timestamp",      # epoch ns (int) or None
+        "arch",           # caller's arch: "x86_64", "i386", "aarch64", "arm", or None
+        "syscall_nr",     # number on the caller's arch, or None
+        "tid",            # host thread id
+        "ns_tid",         # thread id inside the pid namespace
+        "cpu",            # CPU the call ran on (Tracee's processorId)
+        "args",           # tuple of raw unsigned values (or None each), Tracee order
+        "ret",            # signed return value, None when the exit was never seen
+        "extra",          # dict: facts about this call beyond Tracee's (serial, ...)
+    )
+
+    def __init__(self, name, backend, process, timestamp=None, arch=None, syscall_nr=None,
+                 tid=None, ns_tid=None, cpu=None, args=(), ret=None, extra=None, probe=None):
+        self.name = name
+        self.backend = backend
+        self.probe = probe
+        self.process = process
+        self.timestamp = timestamp
+        self.arch = arch
+        self.syscall_nr = syscall_nr
+        self.tid = tid
+        self.ns_tid = ns_tid
+        self.cpu = cpu
+        self.args = args
+        self.ret = ret
         self.extra = extra if extra is not None else {}
 
     def __repr__(self):
         return "Event(%s pid=%s tid=%s comm=%r args=%r ret=%s)" % (
-            self.name, self.pid, self.tid, self.comm, self.args, self.ret)
+            self.name, self.process.pid, self.tid, self.process.comm, self.args, self.ret)
+
+    # -- shortcuts to the process, for readers that do not care about the split ---------
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    @property
+    def ppid(self):
+        return self.process.ppid
+
+    @property
+    def uid(self):
+        return self.process.uid
+
+    @property
+    def comm(self):
+        return self.process.comm
+
+    @property
+    def exe(self):
+        return self.process.exe
+
+    @property
+    def hostname(self):
+        return self.process.hostname
 
     # -- derived views, shared by every format ------------------------------------------
 
     @property
     def flags(self):
         """The flags argument (mlock2, mlockall) as a signed C int, else None."""
-        specs = syscalls.ARG_SPECS.get(self.name, ())
-        for (arg_name, _), value in zip(specs, self.args):
-            if arg_name == "flags":
-                return to_c_int(value)
-        return None
+        position = FLAGS_POSITION.get(self.name)
+        if position is None or position >= len(self.args):
+            return None
+        return to_c_int(self.args[position])
 
     def arg_values(self):
         """[(name, C type, value)] with values shaped by their C type, as Tracee shows them:
@@ -110,6 +162,11 @@ class Event(object):
         if self.ret is None:
             return "unknown"
         return "failure" if self.ret < 0 else "success"
+
+
+FLAGS_POSITION = {name: [arg for arg, _ in specs].index("flags")
+                  for name, specs in syscalls.ARG_SPECS.items()
+                  if "flags" in [arg for arg, _ in specs]}
 
 
 def to_c_int(value):

@@ -171,34 +171,26 @@ def _replay_audit(stream, emit, wanted):
 def _replay_trace(stream, emit, wanted):
     stats = ReplayStats("trace")
     parser = LineParser()
-    pairer = None
     header = {}
-    lines = 0
-    for line in stream:
-        lines += 1
-        if line[-1:] == b"\n":
-            line = line[:-1]
-        if pairer is None:
-            if line.startswith(CAPTURE_HEADER):
-                header = parse_capture_header(line)
-                parser.skipped += 1
-                continue
-            offset = header.get("epoch_offset_ns")
-            pairer = Pairer(_filtered(emit, wanted), arch=header.get("arch"),
-                            clock_offset_ns=int(offset) if offset else None,
-                            hostname=header.get("hostname"))
-        record = parser.feed(line)
-        if record is not None:
-            pairer.feed(record)
-    parser.finish()
-    if pairer is not None:
-        pairer.flush()
-        stats.events = pairer.events
-        stats.incomplete = pairer.incomplete
-        stats.lost = pairer.lost
-    stats.lines = lines
+    first = stream.peek(len(CAPTURE_HEADER))[:len(CAPTURE_HEADER)]
+    if first == CAPTURE_HEADER:
+        header = parse_capture_header(stream.readline())
+        stats.lines += 1
+        stats.skipped += 1
+    offset = header.get("epoch_offset_ns")
+    pairer = Pairer(_filtered(emit, wanted), arch=header.get("arch"),
+                    clock_offset_ns=int(offset) if offset else None,
+                    hostname=header.get("hostname"))
+    feed = pairer.feed
+    for record in parser.records(stream):
+        feed(record)
+    pairer.flush()
+    stats.events = pairer.events
+    stats.incomplete = pairer.incomplete
+    stats.lost = pairer.lost
     for reason, count in parser.rejected.items():
         stats.reject(reason, count)
-    stats.skipped = parser.skipped
+    stats.skipped += parser.skipped
     stats.parsed = parser.parsed
+    stats.lines += parser.parsed + parser.skipped + sum(parser.rejected.values())
     return stats

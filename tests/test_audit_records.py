@@ -114,7 +114,7 @@ def test_in_order_event():
     assert (event.name, event.pid, event.ppid, event.comm, event.ret) == (
         "mlock2", 10217, 10176, "storm", -22)
     assert event.args == (0x7F470C0A0000, 0x2000, 0x63)
-    assert event.extra["proctitle"] == "storm" and event.extra["serial"] == 1
+    assert event.process.extra["proctitle"] == "storm" and event.extra["serial"] == 1
 
 
 def test_out_of_order_and_interleaved():
@@ -126,7 +126,7 @@ def test_out_of_order_and_interleaved():
             (records.EOE, b"1.000:1", b"")]
     asm, events = run(recs)
     assert sorted(e.pid for e in events) == [2, 10217] and asm.in_flight == 0
-    assert all(e.extra["proctitle"] == "storm" for e in events)
+    assert all(e.process.extra["proctitle"] == "storm" for e in events)
 
 
 def test_foreign_syscalls_are_dropped_with_their_records():

@@ -32,8 +32,8 @@ def test_audit_log_carries_what_audit_knows(collect):
         assert event.hostname == "capturehost"          # from node=
         assert event.uid == 0 and event.ppid is not None and event.ppid != event.pid
         assert event.exe and event.exe.startswith("/")
-        assert "workload.py --comm-hex %s" % pids[event.pid]["comm_hex"] in event.extra["proctitle"]
-        assert event.extra["keys"] == ["secrets-watch"]
+        assert "workload.py --comm-hex %s" % pids[event.pid]["comm_hex"] in event.process.extra["proctitle"]
+        assert event.process.extra["keys"] == ["secrets-watch"]
         assert event.timestamp > 1.7e18
 
 
@@ -51,4 +51,4 @@ def test_trace_capture_gives_exactly_the_calls(collect):
     assert stats.lines == stats.parsed + stats.skipped
     # the capture header anchors the trace clock: wall-clock timestamps, in order per thread
     assert all(event.timestamp > 1.7e18 for event in events)
-    assert {event.extra["probe"] for event in events} == {"tracepoint"}
+    assert {event.probe for event in events} == {"tracepoint"}

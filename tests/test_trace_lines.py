@@ -32,7 +32,7 @@ def test_layouts(layout):
     record = parse_line(kernel_line(b"python3", 4936, ENTRY_TEXT, tgid=tgid, layout=layout))
     assert (record.kind, record.name, record.tid, record.tgid, record.comm) == (
         ENTRY, "mlock2", 4936, tgid, "python3")
-    assert record.values == {"start": 0x7F4E48DC8000, "len": 0x2000, "flags": 1}
+    assert record.args == (0x7F4E48DC8000, 0x2000, 1)
     assert record.ts_ns == 534484168000 and record.cpu == 1
 
 
@@ -46,9 +46,9 @@ def test_old_kernels_print_hex_without_prefix_new_ones_small_values_bare():
     # <= 6.17: "%s: %lx"; 6.18: values < 10 bare, others 0x-prefixed. Both are base 16.
     old = parse_event_text(b"sys_mlock2(start: 7f4e48dc8000, len: 2000, flags: 63)")
     new = parse_event_text(b"sys_mlock2(start: 0x7f4e48dc8000, len: 0x2000, flags: 0x63)")
-    assert old[2] == new[2] == {"start": 0x7F4E48DC8000, "len": 0x2000, "flags": 99}
-    assert parse_event_text(b"sys_munlockall()") == (ENTRY, "munlockall", {}, None, "tracepoint")
-    assert parse_event_text(b"sys_mlockall(flags: 3) ")[2] == {"flags": 3}   # trailing space
+    assert old[2] == new[2] == (0x7F4E48DC8000, 0x2000, 99)
+    assert parse_event_text(b"sys_munlockall()") == (ENTRY, "munlockall", (), None, "tracepoint")
+    assert parse_event_text(b"sys_mlockall(flags: 3) ")[2] == (3,)   # trailing space
 
 
 def test_kprobe_lines_from_debian_6_1():
@@ -57,7 +57,7 @@ def test_kprobe_lines_from_debian_6_1():
                        b"(__x64_sys_mlock2+0x0/0x40) start=0x7f4b1dbfc000 len=8192 flags=0x1")
     assert (entry.kind, entry.name, entry.tid, entry.comm, entry.arch, entry.probe) == (
         ENTRY, "mlock2", 129, "storm", "x86_64", "kprobe")
-    assert entry.values == {"start": 0x7F4B1DBFC000, "len": 8192, "flags": 1}
+    assert entry.args == (0x7F4B1DBFC000, 8192, 1)
     ret = parse_line(b"           storm-129     [000] .....     3.548601: mlock2_ret: "
                      b"(do_syscall_64+0x3b/0x90 <- __x64_sys_mlock2) ret=-22")
     assert (ret.kind, ret.name, ret.ret, ret.arch) == (EXIT, "mlock2", -22, "x86_64")

@@ -18,7 +18,7 @@ their SYSCALL in the same table, under the same bounds.
 """
 
 from . import records
-from .events import build_event
+from .events import EventBuilder
 from .. import syscalls
 
 _FAMILY_NUMBERS = frozenset(nr for table in syscalls.SYSCALL_NUMBERS.values()
@@ -30,10 +30,11 @@ _FAMILY_NUMBER_BYTES = frozenset(str(nr).encode() for nr in _FAMILY_NUMBERS)
 class _Entry(object):
     """An mlock-family event in flight (or records that arrived before their SYSCALL)."""
 
-    __slots__ = ("fields", "name", "arch", "proctitle", "node", "ended", "born")
+    __slots__ = ("head", "tail", "name", "arch", "proctitle", "node", "ended", "born")
 
     def __init__(self, born):
-        self.fields = None
+        self.head = None
+        self.tail = None
         self.name = None
         self.arch = None
         self.proctitle = None
@@ -47,7 +48,7 @@ class Assembler(object):
 
     def __init__(self, emit, hostname=None, max_pending=8192, timeout=2.0, clock=0.0):
         self._emit = emit
-        self._hostname = hostname
+        self._builder = EventBuilder(hostname)
         self._pending = {}
         self.max_pending = max_pending
         self.timeout = timeout
@@ -71,12 +72,12 @@ class Assembler(object):
                 self.foreign += 1
                 self._ignore(key)
                 return
-            fields = records.parse_syscall(body)
+            head, tail = records.split_syscall(body)
             try:
-                arch = int(fields[b"arch"], 16)
-                name = syscalls.BY_AUDIT_NUMBER.get((arch, int(fields[b"syscall"])))
-            except (KeyError, ValueError):
-                raise records.RecordError("SYSCALL without arch/syscall")
+                arch = int(head[0], 16)
+                name = syscalls.BY_AUDIT_NUMBER.get((arch, int(head[1])))
+            except ValueError:
+                raise records.RecordError("bad arch/syscall")
             if name is None:                     # family number, other arch's syscall
                 self.foreign += 1
                 self._ignore(key)
@@ -87,9 +88,10 @@ class Assembler(object):
                 pending[key] = entry
                 if len(pending) > self.max_pending:
                     self._evict()
-            elif entry.fields is not None:
+            elif entry.head is not None:
                 raise records.RecordError("second SYSCALL record for one event")
-            entry.fields = fields
+            entry.head = head
+            entry.tail = tail
             entry.name = name
             entry.arch = syscalls.AUDIT_ARCH.get(arch)
             entry.node = node
@@ -104,14 +106,14 @@ class Assembler(object):
                 del pending[key]
             else:
                 entry.proctitle = _proctitle_value(body)
-                if entry.fields is not None:
+                if entry.head is not None:
                     del pending[key]
                     self._complete(entry, stamp, complete=True)
         elif rtype == records.EOE:
             entry = pending.pop(key, None)
             if entry is None or entry.__class__ is not _Entry:
                 return
-            if entry.fields is not None:
+            if entry.head is not None:
                 self._complete(entry, stamp, complete=True)
             else:                                # EOE before its SYSCALL: wait for it
                 entry.ended = True
@@ -138,14 +140,13 @@ class Assembler(object):
         if not complete:
             self.incomplete += 1
         self.events += 1
-        self._emit(build_event(entry.name, entry.arch, entry.fields, stamp, entry.proctitle,
-                               entry.node if entry.node is not None else self._hostname,
-                               complete))
+        self._emit(self._builder.build(entry.name, entry.arch, entry.head, entry.tail, stamp,
+                                       entry.proctitle, entry.node, complete))
 
     def _finish(self, key, entry):
         if entry.__class__ is not _Entry:
             return
-        if entry.fields is None:
+        if entry.head is None:
             self.orphans += 1
             return
         stamp = key if entry.node is None else key[len(entry.node) + 1:]

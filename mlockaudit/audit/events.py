@@ -1,17 +1,21 @@
-"""A completed audit event (SYSCALL fields + PROCTITLE) -> :class:`~mlockaudit.event.Event`.
+"""A completed audit event (SYSCALL + PROCTITLE) -> :class:`~mlockaudit.event.Event`.
 
 What audit tells and what it does not: ``pid=`` is the thread-group id (audit_log_task_info
 prints task_tgid_nr), so the thread id is unknown and stays None; pids are as seen from the
 initial pid namespace, so the namespaced ids stay None until live enrichment fills them;
 ``a0..a3`` are the raw registers in hex; ``exit=`` is the signed return value and is absent
 when the kernel had no valid return to report.
+
+The process part of a SYSCALL record (``ppid= ... key=``) plus its PROCTITLE is the same
+bytes for every call of one process, so :class:`EventBuilder` keeps one
+:class:`~mlockaudit.event.Process` per distinct value: a storm from one process parses
+and renders its identity once.
 """
 
-from ..event import Event
-from ..syscalls import ARG_SPECS
-from .records import decode_string, decode_proctitle, parse_stamp
+from ..event import Event, Process
+from .records import decode_proctitle, decode_string, parse_fields, parse_stamp
 
-_ARG_KEYS = (b"a0", b"a1", b"a2", b"a3")
+_NARGS = {"mlock": 2, "mlock2": 3, "munlock": 2, "mlockall": 1, "munlockall": 0}
 
 # Extra ids the SYSCALL record carries, in output order: (record key, model key).
 _ID_FIELDS = ((b"auid", "auid"), (b"ses", "sessionId"), (b"euid", "euid"), (b"suid", "suid"),
@@ -23,13 +27,9 @@ def _int(value):
     return int(value) if value is not None and value.lstrip(b"-").isdigit() else None
 
 
-def build_event(name, arch, fields, stamp, proctitle, hostname, complete=True):
-    """Build the Event for one family call. ``fields`` come from records.parse_syscall."""
+def build_process(fields, proctitle, hostname):
+    """SYSCALL process fields (+ raw PROCTITLE value) -> Process."""
     get = fields.get
-    timestamp, serial = parse_stamp(stamp)
-    nargs = len(ARG_SPECS[name])
-    args = tuple(int(get(key), 16) if get(key) is not None else None
-                 for key in _ARG_KEYS[:nargs])
     extra = {}
     for record_key, model_key in _ID_FIELDS:
         extra[model_key] = _int(get(record_key))
@@ -41,21 +41,55 @@ def build_event(name, arch, fields, stamp, proctitle, hostname, complete=True):
     subj = get(b"subj")
     if subj is not None and subj != b"?":
         extra["subj"] = subj.decode("utf-8", "replace")
-    extra["serial"] = serial
-    if not complete:
-        extra["incomplete"] = True
-    return Event(
-        name, "audit",
-        timestamp=timestamp,
-        arch=arch,
-        syscall_nr=_int(get(b"syscall")),
+    return Process(
         pid=_int(get(b"pid")),
         ppid=_int(get(b"ppid")),
         uid=_int(get(b"uid")),
         comm=decode_string(get(b"comm")),
         exe=decode_string(get(b"exe")),
-        args=args,
-        ret=_int(get(b"exit")),
-        hostname=hostname.decode("utf-8", "replace") if isinstance(hostname, bytes) else hostname,
+        hostname=hostname.decode("utf-8", "replace") if hostname.__class__ is bytes else hostname,
         extra=extra,
     )
+
+
+class EventBuilder(object):
+    """Builds Events from assembled records, sharing one Process per identity."""
+
+    def __init__(self, hostname=None, max_processes=4096):
+        self.hostname = hostname
+        self.max_processes = max_processes
+        self._processes = {}
+
+    def process(self, tail, proctitle, node):
+        """The Process for a SYSCALL's process part (bytes, or parsed fields)."""
+        hostname = node if node is not None else self.hostname
+        if tail.__class__ is dict:                     # odd layout: not cacheable
+            return build_process(tail, proctitle, hostname)
+        key = (tail, proctitle, node)
+        process = self._processes.get(key)
+        if process is None:
+            if len(self._processes) >= self.max_processes:
+                self._processes.clear()
+            process = build_process(parse_fields(tail), proctitle, hostname)
+            self._processes[key] = process
+        return process
+
+    def build(self, name, arch, head, tail, stamp, proctitle, node, complete=True):
+        """One Event. ``head`` and ``tail`` come from records.split_syscall."""
+        timestamp, serial = parse_stamp(stamp)
+        arch_hex, syscall, success, exit_value, a0, a1, a2, _ = head
+        nargs = _NARGS[name]
+        if nargs == 3:
+            args = (int(a0, 16), int(a1, 16), int(a2, 16))
+        elif nargs == 2:
+            args = (int(a0, 16), int(a1, 16))
+        elif nargs == 1:
+            args = (int(a0, 16),)
+        else:
+            args = ()
+        extra = {"serial": serial}
+        if not complete:
+            extra["incomplete"] = True
+        return Event(name, "audit", self.process(tail, proctitle, node),
+                     timestamp=timestamp, arch=arch, syscall_nr=int(syscall), args=args,
+                     ret=int(exit_value) if exit_value is not None else None, extra=extra)

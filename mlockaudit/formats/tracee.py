@@ -1,11 +1,12 @@
 """Format ``tracee``: one JSON object per event, with Tracee's field names, plus one extra
 key ``mlockaudit`` for what Tracee does not have.
 
-Written with a template instead of ``json.dumps`` of a nested dict: the per-event path
-runs once per call during an audit storm, and only the strings the traced process chooses
-need escaping. Strings go through the C-accelerated ``encode_basestring_ascii``, so the
-output is pure ASCII: control bytes, quotes, backslashes and U+2028/2029 are all escaped,
-and a comm can never end the line or the object early.
+Written with templates instead of ``json.dumps`` of a nested dict, because this runs once
+per call during an audit storm: the process part is rendered once per Process and cached
+on it, the call part is one ``%`` on a precompiled template. Strings go through the
+C-accelerated ``encode_basestring_ascii``, so the output is pure ASCII: control bytes,
+quotes, backslashes and U+2028/2029 are all escaped, and a comm can never end the line or
+the object early.
 
 Bytes that are not UTF-8 (a comm may hold any byte but NUL) are shown as U+FFFD, as
 Tracee's Go encoder shows them, and the exact bytes are kept in ``mlockaudit.<field>Hex``.
@@ -14,6 +15,9 @@ Tracee's Go encoder shows them, and the exact bytes are kept in ``mlockaudit.<fi
 from json.encoder import encode_basestring_ascii as _quote
 
 from .. import syscalls
+from ..event import FLAGS_POSITION, to_c_int
+
+NAME = "tracee"
 
 
 def json_string(text):
@@ -31,7 +35,7 @@ def json_string(text):
 
 
 def json_value(value):
-    """JSON for the small set of types the model's ``extra`` holds."""
+    """JSON for the small set of types the model's ``extra`` dicts hold."""
     if value is None:
         return "null"
     cls = value.__class__
@@ -50,51 +54,162 @@ def json_value(value):
     return _quote(str(value))
 
 
+def json_members(extra):
+    """``,"key":value`` for each item of an extra dict; str values that are not UTF-8 get
+    a ``<key>Hex`` companion with their exact bytes."""
+    parts = []
+    for key, value in extra.items():
+        if value.__class__ is str:
+            text, raw = json_string(value)
+            parts.append(',"%s":%s' % (key, text))
+            if raw is not None:
+                parts.append(',"%sHex":"%s"' % (key, raw))
+        else:
+            parts.append(',"%s":%s' % (key, json_value(value)))
+    return "".join(parts)
+
+
 def _num(value):
     return "null" if value is None else "%d" % value
 
 
+def render_process(process):
+    """The process's share of an event: (processId, parent+host ids, the rest, ext)."""
+    comm, comm_hex = json_string(process.comm)
+    exe, exe_hex = json_string(process.exe)
+    ext = json_members(process.extra)
+    if comm_hex is not None:
+        ext += ',"processNameHex":"%s"' % comm_hex
+    if exe_hex is not None:
+        ext += ',"executablePathHex":"%s"' % exe_hex
+    rendered = (
+        _num(process.ns_pid),
+        '"parentProcessId":%s,"hostProcessId":%s' % (_num(process.ns_ppid), _num(process.pid)),
+        '"hostParentProcessId":%s,"userId":%s,"processName":%s,"executable":{"path":%s},'
+        '"hostName":%s,"containerId":%s' % (
+            _num(process.ppid), _num(process.uid), comm, exe, json_string(process.hostname)[0],
+            json_string(process.container_id)[0]),
+        ext,
+    )
+    process.rendered[NAME] = rendered
+    return rendered
+
+
+def _args_template(name):
+    """The ``args`` array of one call with its values left as ``%`` fields."""
+    return ",".join('{"name":"%s","type":"%s","value":%s}' % (
+        arg, c_type, '"0x%x"' if c_type == "const void*" else "%d")
+        for arg, c_type in syscalls.ARG_SPECS[name])
+
+
+_ARGS_TEMPLATES = {name: _args_template(name) for name in syscalls.FAMILY}
+_CALLS = {}        # (name, arch, backend, probe, syscall_nr) -> (call fragment, ext fragment)
+_FLAG_NAMES = {}   # (name, flags) -> JSON of the decoded flags (bounded)
+_ERRNO_NAMES = {}  # ret -> JSON of the errno name
+_CONSTANTS = {}    # (key, str value) -> ',"key":"value"' for repeated event extras
+
+
+def _call_fragments(key):
+    name, arch, backend, probe, syscall_nr = key
+    native = syscalls.native_number(name, arch)
+    fragments = (
+        '"eventId":%s,"eventName":"%s","syscall":"%s"' % (
+            '"%d"' % native if native is not None else "null", name, name),
+        '"mlockaudit":{"backend":"%s",%s"arch":%s,"syscallNumber":%s' % (
+            backend, '"probe":"%s",' % probe if probe else "", json_value(arch),
+            _num(syscall_nr)),
+    )
+    _CALLS[key] = fragments
+    return fragments
+
+
+def _event_extra(extra):
+    """Event extras: small dicts of ints, bools and a few repeated strings (probe)."""
+    out = []
+    for key, value in extra.items():
+        cls = value.__class__
+        if cls is int:
+            out.append(',"%s":%d' % (key, value))
+        elif cls is bool:
+            out.append(',"%s":%s' % (key, "true" if value else "false"))
+        elif cls is str:
+            member = _CONSTANTS.get((key, value))
+            if member is None:
+                member = json_members({key: value})
+                if len(_CONSTANTS) < 1024:
+                    _CONSTANTS[(key, value)] = member
+            out.append(member)
+        else:
+            out.append(json_members({key: value}))
+    return "".join(out)
+
+
 _TEMPLATE = (
-    '{"timestamp":%s,"processorId":%s,"processId":%s,"threadId":%s,"parentProcessId":%s,'
-    '"hostProcessId":%s,"hostThreadId":%s,"hostParentProcessId":%s,"userId":%s,'
-    '"processName":%s,"executable":{"path":%s},"hostName":%s,"containerId":%s,'
-    '"eventId":%s,"eventName":"%s","syscall":"%s","returnValue":%s,"argsNum":%d,'
-    '"args":[%s],"mlockaudit":{%s}}'
+    '{"timestamp":%s,"processorId":%s,"processId":%s,"threadId":%s,%s,"hostThreadId":%s,%s,'
+    '%s,"returnValue":%s,"argsNum":%d,"args":[%s],%s,"flags":%s,"errno":%s%s%s}}'
 )
 
 
 def format_event(event):
     """Event -> one line of Tracee-compatible JSON (no trailing newline)."""
-    comm, comm_hex = json_string(event.comm)
-    exe, exe_hex = json_string(event.exe)
-    args = ",".join([
-        '{"name":"%s","type":"%s","value":%s}' % (
-            name, c_type, ('"%s"' % value) if c_type == "const void*" and value is not None
-            else _num(value))
-        for name, c_type, value in event.arg_values()])
-    native = syscalls.native_number(event.name, event.arch)
-    ext = [
-        '"backend":"%s"' % event.backend,
-        '"arch":%s' % json_value(event.arch),
-        '"syscallNumber":%s' % _num(event.syscall_nr),
-        '"flags":%s' % json_value(syscalls.decode_flags(event.name, event.flags)),
-        '"errno":%s' % json_value(event.errno_name),
-    ]
-    for key, value in event.extra.items():
-        if value.__class__ is str:
-            text, raw = json_string(value)
-            ext.append('"%s":%s' % (key, text))
-            if raw is not None:
-                ext.append('"%sHex":"%s"' % (key, raw))
+    process = event.process
+    rendered = process.rendered.get(NAME)
+    if rendered is None:
+        rendered = render_process(process)
+    name = event.name
+    call_key = (name, event.arch, event.backend, event.probe, event.syscall_nr)
+    call = _CALLS.get(call_key)
+    if call is None:
+        call = _call_fragments(call_key)
+    args = event.args
+    if None in args:
+        args_json = _render_args_with_nulls(name, args)
+        flags = None
+    else:
+        if name == "mlock2":
+            flags = to_c_int(args[2])
+            args_json = _ARGS_TEMPLATES[name] % (args[0], args[1], flags)
+        elif name == "mlockall":
+            flags = to_c_int(args[0])
+            args_json = _ARGS_TEMPLATES[name] % flags
         else:
-            ext.append('"%s":%s' % (key, json_value(value)))
-    if comm_hex is not None:
-        ext.append('"processNameHex":"%s"' % comm_hex)
-    if exe_hex is not None:
-        ext.append('"executablePathHex":"%s"' % exe_hex)
+            flags = None
+            args_json = _ARGS_TEMPLATES[name] % args
+    flag_key = (name, flags)
+    flags_json = _FLAG_NAMES.get(flag_key)
+    if flags_json is None:                  # flags are the caller's choice: bound the memo
+        flags_json = json_value(syscalls.decode_flags(name, flags))
+        if len(_FLAG_NAMES) < 256:
+            _FLAG_NAMES[flag_key] = flags_json
+    ret = event.ret
+    if ret is None:
+        ret = errno_json = "null"
+    elif ret >= 0:
+        errno_json = "null"
+    else:
+        errno_json = _ERRNO_NAMES.get(ret)
+        if errno_json is None:
+            errno_json = _ERRNO_NAMES[ret] = json_value(syscalls.errno_name(ret))
+    timestamp, cpu, tid, ns_tid = event.timestamp, event.cpu, event.tid, event.ns_tid
     return _TEMPLATE % (
-        _num(event.timestamp), _num(event.cpu), _num(event.ns_pid), _num(event.ns_tid), _num(event.ns_ppid),
-        _num(event.pid), _num(event.tid), _num(event.ppid), _num(event.uid),
-        comm, exe, json_string(event.hostname)[0], json_string(event.container_id)[0],
-        '"%d"' % native if native is not None else "null", event.name, event.name,
-        _num(event.ret), len(event.args), args, ",".join(ext))
+        "null" if timestamp is None else timestamp, "null" if cpu is None else cpu,
+        rendered[0], "null" if ns_tid is None else ns_tid, rendered[1],
+        "null" if tid is None else tid, rendered[2], call[0], ret, len(args), args_json,
+        call[1], flags_json, errno_json, _event_extra(event.extra) if event.extra else "",
+        rendered[3])
+
+
+def _render_args_with_nulls(name, args):
+    """Slow path for calls whose entry was never seen (unknown arguments)."""
+    parts = []
+    for (arg, c_type), value in zip(syscalls.ARG_SPECS[name], args):
+        if value is None:
+            shown = "null"
+        elif c_type == "const void*":
+            shown = '"0x%x"' % value
+        elif c_type == "int":
+            shown = "%d" % to_c_int(value)
+        else:
+            shown = "%d" % value
+        parts.append('{"name":"%s","type":"%s","value":%s}' % (arg, c_type, shown))
+    return ",".join(parts)

@@ -58,38 +58,102 @@ class TraceLineError(ValueError):
 
 
 class TraceRecord(object):
-    """One parsed line: an entry (``values`` = args by name), an exit (``ret``), or a loss
-    notice (``lost`` events on ``cpu``)."""
+    """One parsed line: an entry (``args``: raw values in Tracee's order), an exit
+    (``ret``), or a loss notice (``lost`` events on ``cpu``). ``comm_field`` is the raw
+    context column (see :func:`decode_comm`): decoding waits until a process is first seen."""
 
-    __slots__ = ("kind", "name", "tid", "tgid", "comm", "cpu", "ts_ns", "values", "ret",
-                 "arch", "lost", "probe")
+    __slots__ = ("kind", "name", "tid", "tgid", "comm_field", "cpu", "ts_ns", "args",
+                 "ret", "arch", "lost", "probe")
 
-    def __init__(self, kind, name=None, tid=None, tgid=None, comm=None, cpu=None, ts_ns=None,
-                 values=None, ret=None, arch=None, lost=None, probe=None):
+    def __init__(self, kind, name, tid, tgid, comm_field, cpu, ts_ns, args=None, ret=None,
+                 arch=None, lost=None, probe="tracepoint"):
         self.kind = kind
         self.name = name
         self.tid = tid
         self.tgid = tgid
-        self.comm = comm
+        self.comm_field = comm_field
         self.cpu = cpu
         self.ts_ns = ts_ns
-        self.values = values
+        self.args = args
         self.ret = ret
         self.arch = arch
         self.lost = lost
         self.probe = probe
 
+    @property
+    def comm(self):
+        return decode_comm(self.comm_field)
+
     def __repr__(self):
-        return "TraceRecord(%s %s tid=%s comm=%r values=%r ret=%r)" % (
-            self.kind, self.name, self.tid, self.comm, self.values, self.ret)
+        return "TraceRecord(%s %s tid=%s comm=%r args=%r ret=%r)" % (
+            self.kind, self.name, self.tid, self.comm_field, self.args, self.ret)
 
 
-def _comm(field):
-    """The context column's comm: padding removed, ``<...>`` (unknown) as None."""
+def decode_comm(field):
+    """The context column's comm: padding removed, ``<...>`` (unknown) as None.
+
+    Leading spaces of a comm look exactly like the padding and are lost: the trace text
+    cannot represent them (live sources take the comm from elsewhere)."""
+    if field is None:
+        return None
     comm = field.lstrip(b" ")
     if comm == b"<...>" or not comm:
         return None
     return comm.decode("utf-8", "surrogateescape")
+
+
+# The common case in one match: a syscall tracepoint entry or exit after the comm field.
+# Groups: pid, tgid, cpu, secs, fraction, call name, entry arguments, exit value.
+_TRACEPOINT_TAIL = re.compile(
+    rb"(\d+) +(?:\( *(\d+|-+)\) +)?\[(\d+)\] +(?:[^ \[\]]{1,6} +)?(\d+)(?:\.(\d+))?: "
+    rb"sys_(\w+)(?:\(([^()]*)\)| -> (?:0x)?([0-9a-fA-F]+)) *\n?\Z")
+
+# Tracee's argument order and the names a trace line may give each argument. Every call of
+# the family takes a prefix-free subset of (addr, len, flags) in this order, so the values
+# present, in this order, are the call's arguments.
+_ARG_NAMES = ((b"start", b"addr"), (b"len",), (b"flags",))
+_ARGS_CACHE = {}
+_CALL_NAMES = {name.encode(): name for name in ("mlock", "mlock2", "munlock", "mlockall",
+                                                 "munlockall")}
+
+
+def args_in_tracee_order(values):
+    """{field name: int} -> the tuple of values present, in Tracee's argument order."""
+    args = []
+    for names in _ARG_NAMES:
+        for name in names:
+            if name in values:
+                args.append(values[name])
+                break
+    return tuple(args)
+
+
+def _tracepoint_args(inner):
+    """``start: 0x7f.., len: 0x2000, flags: 1`` -> (addr, len, flags). Calls often repeat
+    their arguments (the same buffer locked again), so the parse is memoized (bounded)."""
+    args = _ARGS_CACHE.get(inner)
+    if args is None:
+        values = {}
+        if inner:
+            for part in inner.split(b", "):
+                key, sep, value = part.partition(b": ")
+                if not sep:
+                    raise TraceLineError("bad tracepoint argument")
+                values[key] = int(value, 16)
+        args = args_in_tracee_order(values)
+        if len(_ARGS_CACHE) >= 4096:
+            _ARGS_CACHE.clear()
+        _ARGS_CACHE[inner] = args
+    return args
+
+
+def _ts_ns(secs, frac):
+    if frac is None:                 # counter-type clocks print one raw integer
+        return int(secs)
+    if len(frac) == 6:
+        return int(secs) * 1000000000 + int(frac) * 1000
+    frac = frac[:9]
+    return int(secs) * 1000000000 + int(frac) * 10 ** (9 - len(frac))
 
 
 def _hex_or_dec(value):
@@ -97,7 +161,7 @@ def _hex_or_dec(value):
 
 
 def parse_event_text(text):
-    """The event part of a line -> (kind, name, values/ret, arch, probe).
+    """The event part of a line -> (kind, name, args/ret, arch, probe).
 
     Forms:
       ``sys_mlock2(start: 0x7f.., len: 0x2000, flags: 1)``       syscall tracepoint entry
@@ -112,15 +176,7 @@ def parse_event_text(text):
         paren = text.find(b"(")
         if paren > 0 and text.endswith(b")"):
             name = text[4:paren].decode("ascii", "replace")
-            values = {}
-            inner = text[paren + 1:-1]
-            if inner:
-                for part in inner.split(b", "):
-                    key, sep, value = part.partition(b": ")
-                    if not sep:
-                        raise TraceLineError("bad tracepoint argument")
-                    values[key.decode("ascii", "replace")] = int(value, 16)
-            return ENTRY, name, values, None, "tracepoint"
+            return ENTRY, name, _tracepoint_args(text[paren + 1:-1]), None, "tracepoint"
         arrow = text.find(b" -> ")
         if arrow > 0:
             name = text[4:arrow].decode("ascii", "replace")
@@ -138,7 +194,7 @@ def parse_event_text(text):
             key, sep, value = part.partition(b"=")
             if not sep:
                 raise TraceLineError("bad probe argument")
-            values[key.decode("ascii", "replace")] = _hex_or_dec(value)
+            values[key] = _hex_or_dec(value)
         arrow = where.find(b" <- ")
         symbol = where[arrow + 4:] if arrow >= 0 else where
         plus = symbol.find(b"+")
@@ -146,11 +202,11 @@ def parse_event_text(text):
             symbol = symbol[:plus]
         name, arch = _call_from_symbol(symbol, event_name, arrow >= 0)
         if arrow >= 0:
-            ret = values.get("ret")
+            ret = values.get(b"ret")
             if ret is None:
-                ret = values.get("retval")
+                ret = values.get(b"retval")
             return EXIT, name, ret, arch, "kprobe"
-        return ENTRY, name, values, arch, "kprobe"
+        return ENTRY, name, args_in_tracee_order(values), arch, "kprobe"
     raise TraceLineError("unknown event text")
 
 
@@ -169,27 +225,43 @@ def _record(comm_field, match_groups):
     pid, tgid, cpu, secs, frac, text = match_groups
     kind, name, payload, arch, probe = parse_event_text(text)
     tgid = int(tgid) if tgid is not None and tgid[:1] != b"-" else None
-    if frac is None:                 # counter-type clocks print one raw integer
-        ts_ns = int(secs)
-    else:
-        frac = frac[:9]
-        ts_ns = int(secs) * 1000000000 + int(frac) * 10 ** (9 - len(frac))
     if kind == ENTRY:
-        return TraceRecord(ENTRY, name, int(pid), tgid, _comm(comm_field), int(cpu), ts_ns,
-                           values=payload, arch=arch, probe=probe)
-    return TraceRecord(EXIT, name, int(pid), tgid, _comm(comm_field), int(cpu), ts_ns,
-                       ret=payload, arch=arch, probe=probe)
+        return TraceRecord(ENTRY, name, int(pid), tgid, comm_field, int(cpu), _ts_ns(secs, frac),
+                           payload, None, arch, None, probe)
+    return TraceRecord(EXIT, name, int(pid), tgid, comm_field, int(cpu), _ts_ns(secs, frac),
+                       None, payload, arch, None, probe)
 
 
 def parse_line(line):
-    """One complete record's text (newline removed) -> TraceRecord, or raise TraceLineError."""
+    """One complete record's text -> TraceRecord, or raise TraceLineError. A trailing
+    newline is allowed (and ignored)."""
     if line[COMM_WIDTH:COMM_WIDTH + 1] == b"-" and line[:1] == b" ":
+        match = _TRACEPOINT_TAIL.match(line, COMM_WIDTH + 1)
+        if match is not None:
+            pid_bytes, tgid, cpu, secs, frac, name, inner, ret = match.groups()
+            pid = int(pid_bytes)
+            if tgid is not None:
+                if tgid == pid_bytes:                        # the main thread
+                    tgid = pid
+                else:
+                    tgid = int(tgid) if tgid[:1] != b"-" else None
+            name = _CALL_NAMES.get(name) or name.decode("ascii", "replace")
+            if frac is not None and len(frac) == 6:          # secs.usecs, the usual clock
+                ts_ns = int(secs) * 1000000000 + int(frac) * 1000
+            else:
+                ts_ns = _ts_ns(secs, frac)
+            if ret is None:
+                return TraceRecord(ENTRY, name, pid, tgid, line[:COMM_WIDTH], int(cpu), ts_ns,
+                                   _tracepoint_args(inner))
+            return TraceRecord(EXIT, name, pid, tgid, line[:COMM_WIDTH], int(cpu), ts_ns, None,
+                               int(ret, 16))
         match = _CONTEXT_TAIL.match(line, COMM_WIDTH + 1)
         if match is not None:
             return _record(line[:COMM_WIDTH], match.groups())
     lost = _LOST.match(line)
     if lost is not None:
-        return TraceRecord(LOST, cpu=int(lost.group(1)), lost=int(lost.group(2)))
+        return TraceRecord(LOST, None, None, None, None, int(lost.group(1)), None,
+                           lost=int(lost.group(2)), probe=None)
     match = _CONTEXT_LOOSE.match(line)
     if match is None:
         raise TraceLineError("not a trace line")
@@ -212,6 +284,25 @@ class LineParser(object):
 
     def _reject(self, reason, lines=1):
         self.rejected[reason] = self.rejected.get(reason, 0) + lines
+
+    def records(self, lines):
+        """Iterate TraceRecords from an iterable of lines (with or without newlines)."""
+        feed = self.feed
+        for line in lines:
+            if self._carry is None and line[COMM_WIDTH:COMM_WIDTH + 1] == b"-":
+                try:                                 # the common case, without feed()
+                    record = parse_line(line)        # (parse_line allows the newline)
+                    self.parsed += 1
+                    yield record
+                    continue
+                except ValueError:
+                    pass
+            if line[-1:] == b"\n":
+                line = line[:-1]
+            record = feed(line)
+            if record is not None:
+                yield record
+        self.finish()
 
     def feed(self, line):
         """One line without its newline -> TraceRecord or None (header, carried, rejected)."""

@@ -14,12 +14,11 @@ what is known and ``null`` for the rest, never a guess:
 The table is bounded (``max_pending``; the oldest entry goes first).
 """
 
-from ..event import Event, to_signed64
+from ..event import Event, Process, to_signed64
 from ..syscalls import ARG_SPECS, SYSCALL_NUMBERS
-from .lines import ENTRY, EXIT, LOST
+from .lines import ENTRY, EXIT, LOST, decode_comm
 
-# Tracee's argument name -> names a trace line may use for it.
-_ARG_ALIASES = {"addr": ("start", "addr"), "len": ("len",), "flags": ("flags",)}
+_NARGS = {name: len(specs) for name, specs in ARG_SPECS.items()}
 
 
 class Pairer(object):
@@ -35,6 +34,7 @@ class Pairer(object):
         self.timeout_ns = timeout_ns
         self.max_pending = max_pending
         self._pending = {}
+        self._processes = {}
         self.last_ts = 0
         # counters
         self.events = 0
@@ -74,45 +74,52 @@ class Pairer(object):
         first = entry if entry is not None else exit_record
         complete = entry is not None and exit_record is not None
         name = first.name
-        if entry is not None:
-            values = entry.values
-            args = tuple(_arg(values, arg_name) for arg_name, _ in ARG_SPECS[name])
+        nargs = _NARGS[name]
+        if entry is not None and len(entry.args) == nargs:
+            args = entry.args
+        elif entry is not None:              # a probe that fetched fewer arguments
+            args = (entry.args + (None,) * nargs)[:nargs]
         else:
-            args = tuple(None for _ in ARG_SPECS[name])
-        comm = first.comm
-        if comm is None and exit_record is not None:
-            comm = exit_record.comm
+            args = (None,) * nargs
+        comm_field = first.comm_field
+        if exit_record is not None and comm_field.endswith(b"<...>"):   # unknown at entry
+            comm_field = exit_record.comm_field
         tgid = first.tgid
         if tgid is None and exit_record is not None:
             tgid = exit_record.tgid
-        ret = None
-        if exit_record is not None and exit_record.ret is not None:
-            ret = to_signed64(exit_record.ret)
-        extra = {"probe": first.probe}
-        timestamp = None
+        ret = exit_record.ret if exit_record is not None else None
+        if ret is not None and ret > 0x7FFFFFFFFFFFFFFF:      # printed as an unsigned long
+            ret = to_signed64(ret)
+        extra = None
         if self.clock_offset_ns is not None:
             timestamp = first.ts_ns + self.clock_offset_ns
         else:
-            extra["traceClockNs"] = first.ts_ns
+            timestamp = None
+            extra = {"traceClockNs": first.ts_ns}
         if not complete:
+            extra = extra or {}
             extra["incomplete"] = True
             self.incomplete += 1
         self.events += 1
         arch = first.arch or self.arch
-        self._emit(Event(
-            name, "tracefs",
-            timestamp=timestamp,
-            arch=arch,
-            syscall_nr=SYSCALL_NUMBERS[arch].get(name) if arch in SYSCALL_NUMBERS else None,
-            pid=tgid,
-            tid=first.tid,
-            cpu=first.cpu,
-            comm=comm,
-            args=args,
-            ret=ret,
-            hostname=self.hostname,
-            extra=extra,
-        ))
+        numbers = SYSCALL_NUMBERS.get(arch)
+        process = self._processes.get((tgid, comm_field))
+        if process is None:
+            process = self.process(tgid, comm_field)
+        self._emit(Event(name, "tracefs", process, timestamp, arch,
+                         numbers.get(name) if numbers else None, first.tid, None, first.cpu,
+                         args, ret, extra, first.probe))
+
+    def process(self, tgid, comm_field):
+        """The Process for what a trace line tells: tgid and comm (cached, bounded)."""
+        key = (tgid, comm_field)
+        process = self._processes.get(key)
+        if process is None:
+            if len(self._processes) >= 4096:
+                self._processes.clear()
+            process = self._processes[key] = Process(pid=tgid, comm=decode_comm(comm_field),
+                                                     hostname=self.hostname)
+        return process
 
     def expire(self, now_ts_ns=None):
         """Emit entries older than ``timeout_ns`` of trace time (default: the newest seen)."""
@@ -128,11 +135,3 @@ class Pairer(object):
     @property
     def in_flight(self):
         return len(self._pending)
-
-
-def _arg(values, arg_name):
-    for alias in _ARG_ALIASES[arg_name]:
-        value = values.get(alias)
-        if value is not None:
-            return value & 0xFFFFFFFFFFFFFFFF
-    return None
