@@ -64,5 +64,79 @@ def replay(file, source, outputs, format_name, events):
     sys.exit(1 if stats.rejected else 0)
 
 
+@main.command()
+@click.option("--backend", type=click.Choice(["auto", "audit", "tracefs"]), default="auto",
+              show_default=True, help="Where events come from (auto: see doctor).")
+@click.option("--probe", type=click.Choice(["auto", "tracepoint", "kprobe"]), default="auto",
+              show_default=True, help="tracefs: syscall tracepoints or kprobes.")
+@click.option("-o", "--output", "outputs", multiple=True, metavar="TARGET",
+              help="- (stdout, default) or file:PATH; repeatable.")
+@click.option("-f", "--format", "format_name", type=click.Choice(FORMAT_CHOICES),
+              default="tracee", show_default=True)
+@click.option("--events", metavar="LIST", help="Only these calls, e.g. mlock2,mlockall.")
+@click.option("--input", "input_path", metavar="PATH",
+              help="audit: read auditd's text instead of netlink: - (as an auditd plugin, "
+                   "on stdin) or a log file to follow.")
+@click.option("--config", "config_path", metavar="FILE", help="TOML configuration file.")
+def start(backend, probe, outputs, format_name, events, input_path, config_path):
+    """Trace the mlock family until SIGTERM/SIGINT (Ctrl-C)."""
+    from .daemon import Daemon, StartError
+    wanted = _parse_events(events)
+    if backend == "auto":
+        backend = "audit"
+    out = _open_outputs(outputs, format_name)
+    try:
+        code = Daemon(backend, out, events=wanted, input_path=input_path).run()
+    except StartError as exc:
+        click.echo("mlockaudit: %s" % exc, err=True)
+        code = 1
+    except OSError as exc:
+        click.echo("mlockaudit: cannot start: %s" % exc, err=True)
+        code = 1
+    finally:
+        out.close()
+    sys.exit(code)
+
+
+@main.command()
+def cleanup():
+    """Remove every rule, probe and instance a previous (crashed) run left, and restore the
+    audit settings it changed. Never touches what a running mlockaudit or another tool owns."""
+    from .cleanup import CleanupError, run_cleanup
+    try:
+        done = run_cleanup(log=lambda message: click.echo("mlockaudit: " + message, err=True))
+    except CleanupError as exc:
+        click.echo("mlockaudit: %s" % exc, err=True)
+        sys.exit(1)
+    for line in done:
+        click.echo(line)
+    if not done:
+        click.echo("nothing to clean up")
+
+
+@main.command()
+@click.option("--arch", type=click.Choice(["x86_64", "aarch64"]), default=None,
+              help="Machine to write the rules for (default: this one).")
+@click.option("--events", metavar="LIST", help="Only these calls.")
+def rules(arch, events):
+    """Print the audit rules (auditctl syntax) start installs on this kernel."""
+    from .audit import rules as audit_rules
+    from .syscalls import host_arch
+    import os
+    wanted = _parse_events(events)
+    native = arch or host_arch(os.uname().machine)
+    # for another machine nothing can be asked of this kernel: every call is listed
+    kallsyms = None if arch is None else {prefix + name for prefix in ("sys_", "compat_sys_")
+                                          for name in FAMILY}
+    family, notes = audit_rules.family_rules(native, wanted, kallsyms=kallsyms)
+    click.echo("## mlockaudit: the mlock family, keyed %s" % audit_rules.KEY)
+    for note in notes:
+        click.echo("## " + note)
+    for rule in family:
+        click.echo(rule.to_text())
+    click.echo("## while running, start also puts first: %s" % audit_rules.self_rule(
+        os.getpid()).to_text().replace("pid=%d" % os.getpid(), "pid=<its pid>"))
+
+
 if __name__ == "__main__":
     main()

@@ -35,13 +35,14 @@ class Outputs(object):
         except Exception:
             self.close()
             raise
-        self.events = 0
+        if len(self.transports) == 1:          # the usual case: one call less per event
+            send, format_event = self.transports[0].send, self.format
+            self.emit = lambda event: send(format_event(event))
 
     def emit(self, event):
         message = self.format(event)
         for transport in self.transports:
             transport.send(message)
-        self.events += 1
 
     def flush(self):
         for transport in self.transports:

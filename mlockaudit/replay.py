@@ -141,7 +141,7 @@ def _filtered(emit, wanted):
 
 def _replay_audit(stream, emit, wanted):
     stats = ReplayStats("audit")
-    assembler = Assembler(_filtered(emit, wanted), max_pending=4096)
+    assembler = Assembler(emit, max_pending=4096, wanted=wanted)
     feed = assembler.feed
     lines = 0
     skipped = 0

@@ -131,3 +131,12 @@ def test_hostile_strings_stay_inside_their_field(comm, exe, title):
     for value, key, hex_key in ((comm, "processName", "processNameHex"),):
         hexed = data["mlockaudit"].get(hex_key)
         assert (bytes.fromhex(hexed) if hexed else data[key].encode()) == value
+
+
+def test_percent_signs_in_process_strings_are_not_format_directives():
+    process = Process(pid=1, comm="%s%d%%(x)s", exe="/tmp/%n%x", extra={"proctitle": "%s"})
+    event = Event("mlock", "audit", process, arch="x86_64", args=(1, 2), ret=0,
+                  extra={"serial": 5})
+    data = json.loads(format_event(event))
+    assert data["processName"] == "%s%d%%(x)s" and data["executable"]["path"] == "/tmp/%n%x"
+    assert data == reference(event)

@@ -11,9 +11,9 @@ What completes an event, and why:
   :meth:`Assembler.expire`), when more than ``max_pending`` entries are in flight (the
   oldest goes first: memory stays bounded under a storm), or at end of input.
 
-Records of other syscalls are recognised from the ``syscall=`` number before any full
-parse, and their follow-up records are dropped by stamp, so a busy foreign rule set costs
-little. Records may arrive out of order (a PROCTITLE before its SYSCALL): they wait for
+Records of other syscalls are recognised from the ``syscall=`` number (one regex match,
+no field parse), and their follow-up records are dropped by stamp, so a busy foreign rule
+set costs little. Records may arrive out of order (a PROCTITLE before its SYSCALL): they wait for
 their SYSCALL in the same table, under the same bounds.
 """
 
@@ -30,15 +30,15 @@ _FAMILY_NUMBER_BYTES = frozenset(str(nr).encode() for nr in _FAMILY_NUMBERS)
 class _Entry(object):
     """An mlock-family event in flight (or records that arrived before their SYSCALL)."""
 
-    __slots__ = ("head", "tail", "name", "arch", "proctitle", "node", "ended", "born")
+    __slots__ = ("head", "tail", "name", "arch", "number", "proctitle", "node", "ended",
+                 "born")
 
-    def __init__(self, born):
-        self.head = None
-        self.tail = None
-        self.name = None
-        self.arch = None
+    def __init__(self, born, head=None, tail=None, call=(None, None, None), node=None):
+        self.head = head
+        self.tail = tail
+        self.name, self.arch, self.number = call
         self.proctitle = None
-        self.node = None
+        self.node = node
         self.ended = False
         self.born = born
 
@@ -46,10 +46,13 @@ class _Entry(object):
 class Assembler(object):
     """Feed it records with :meth:`feed`; it calls ``emit(event)`` once per family call."""
 
-    def __init__(self, emit, hostname=None, max_pending=8192, timeout=2.0, clock=0.0):
+    def __init__(self, emit, hostname=None, max_pending=8192, timeout=2.0, clock=0.0,
+                 wanted=None):
         self._emit = emit
+        self._wanted = frozenset(wanted) if wanted else frozenset(syscalls.FAMILY)
+        self._calls = {}     # (arch bytes, syscall bytes) -> (name, arch name, number)
         self._builder = EventBuilder(hostname)
-        self._pending = {}
+        self._pending = self.pending = {}   # key -> entry; read-only outside this class
         self.max_pending = max_pending
         self.timeout = timeout
         self._clock = clock
@@ -60,64 +63,90 @@ class Assembler(object):
         self.foreign = 0             # SYSCALL records of other syscalls
 
     def feed(self, rtype, stamp, body, node=None):
-        """One record. ``stamp`` is the ``SEC.MS:SERIAL`` bytes that identify its event."""
-        pending = self._pending
+        """One record. ``stamp`` is the ``SEC.MS:SERIAL`` bytes that identify its event;
+        ``node`` the ``node=`` name of a log line (None for this host)."""
         key = stamp if node is None else node + b"@" + stamp
         if rtype == records.SYSCALL:
-            start = body.find(b" syscall=")
-            if start < 0:
-                raise records.RecordError("SYSCALL without syscall=")
-            end = body.find(b" ", start + 9)
-            if body[start + 9:end if end > 0 else None] not in _FAMILY_NUMBER_BYTES:
-                self.foreign += 1
-                self._ignore(key)
-                return
             head, tail = records.split_syscall(body)
-            try:
-                arch = int(head[0], 16)
-                name = syscalls.BY_AUDIT_NUMBER.get((arch, int(head[1])))
-            except ValueError:
-                raise records.RecordError("bad arch/syscall")
-            if name is None:                     # family number, other arch's syscall
+            self.syscall(key, stamp, head, tail, node)
+        elif rtype == records.PROCTITLE:
+            self.proctitle(key, stamp, body[10:] if body[:10] == b"proctitle=" else
+                           _proctitle_value(body))
+        elif rtype == records.EOE:
+            self.end(key, stamp)
+
+    # The three record kinds that matter, as separate entry points: the live netlink
+    # reader parses datagrams itself and calls these directly.
+
+    def syscall(self, key, stamp, head, tail, node=None):
+        """A SYSCALL record, split by records.split_syscall."""
+        call = self._calls.get((head[0], head[1]))
+        if call is None:
+            call = self._call_slow(head)
+            if call is None:                     # another syscall, arch, or not selected
                 self.foreign += 1
                 self._ignore(key)
                 return
-            entry = pending.get(key)
-            if entry is None or entry.__class__ is not _Entry:
-                entry = _Entry(self._clock)
-                pending[key] = entry
-                if len(pending) > self.max_pending:
-                    self._evict()
-            elif entry.head is not None:
-                raise records.RecordError("second SYSCALL record for one event")
-            entry.head = head
-            entry.tail = tail
-            entry.name = name
-            entry.arch = syscalls.AUDIT_ARCH.get(arch)
-            entry.node = node
-            if entry.ended or entry.proctitle is not None:
-                del pending[key]
-                self._complete(entry, stamp, complete=True)
-        elif rtype == records.PROCTITLE:
-            entry = pending.get(key)
-            if entry is None:
-                self._early(key).proctitle = _proctitle_value(body)
-            elif entry.__class__ is not _Entry:  # foreign event: PROCTITLE is its last
-                del pending[key]
-            else:
-                entry.proctitle = _proctitle_value(body)
-                if entry.head is not None:
-                    del pending[key]
-                    self._complete(entry, stamp, complete=True)
-        elif rtype == records.EOE:
-            entry = pending.pop(key, None)
-            if entry is None or entry.__class__ is not _Entry:
-                return
+        pending = self._pending
+        entry = pending.get(key)
+        if entry is None or entry.__class__ is not _Entry:     # the usual case
+            pending[key] = _Entry(self._clock, head, tail, call, node)
+            if len(pending) > self.max_pending:
+                self._evict()
+            return
+        if entry.head is not None:
+            raise records.RecordError("second SYSCALL record for one event")
+        entry.head = head                        # its PROCTITLE or EOE came first
+        entry.tail = tail
+        entry.name, entry.arch, entry.number = call
+        entry.node = node
+        if entry.ended or entry.proctitle is not None:
+            del pending[key]
+            self._complete(entry, stamp, True)
+
+    def proctitle(self, key, stamp, value):
+        """A PROCTITLE record's raw ``proctitle=`` value: the last record before EOE."""
+        pending = self._pending
+        entry = pending.get(key)
+        if entry is None:
+            self._early(key).proctitle = value
+        elif entry.__class__ is not _Entry:      # foreign event: PROCTITLE is its last
+            del pending[key]
+        else:
+            entry.proctitle = value
             if entry.head is not None:
-                self._complete(entry, stamp, complete=True)
-            else:                                # EOE before its SYSCALL: wait for it
-                entry.ended = True
-                pending[key] = entry
+                del pending[key]
+                self.events += 1
+                self._emit(self._builder.build(entry, stamp, True))
+
+    def end(self, key, stamp):
+        """An EOE record."""
+        pending = self._pending
+        entry = pending.pop(key, None)
+        if entry is None or entry.__class__ is not _Entry:
+            return
+        if entry.head is not None:
+            self._complete(entry, stamp, True)
+        else:                                    # EOE before its SYSCALL: wait for it
+            entry.ended = True
+            pending[key] = entry
+
+    def _call_slow(self, head):
+        """(name, arch) for a SYSCALL head the memo does not know, or None if foreign.
+        The memo is keyed by the raw arch and syscall bytes (a handful of values)."""
+        if head[1] not in _FAMILY_NUMBER_BYTES:
+            return None
+        try:
+            arch = int(head[0], 16)
+            name = syscalls.BY_AUDIT_NUMBER.get((arch, int(head[1])))
+        except ValueError:
+            raise records.RecordError("bad arch/syscall")
+        if name not in self._wanted:
+            return None
+        call = (name, syscalls.AUDIT_ARCH.get(arch), int(head[1]))
+        if len(self._calls) < 64:
+            self._calls[(head[0], head[1])] = call
+        return call
 
     def _ignore(self, key):
         """Remember a foreign event's stamp (with the clock, for expiry) to drop its records."""
@@ -140,8 +169,7 @@ class Assembler(object):
         if not complete:
             self.incomplete += 1
         self.events += 1
-        self._emit(self._builder.build(entry.name, entry.arch, entry.head, entry.tail, stamp,
-                                       entry.proctitle, entry.node, complete))
+        self._emit(self._builder.build(entry, stamp, complete))
 
     def _finish(self, key, entry):
         if entry.__class__ is not _Entry:

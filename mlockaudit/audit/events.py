@@ -74,10 +74,13 @@ class EventBuilder(object):
             self._processes[key] = process
         return process
 
-    def build(self, name, arch, head, tail, stamp, proctitle, node, complete=True):
-        """One Event. ``head`` and ``tail`` come from records.split_syscall."""
+    def build(self, entry, stamp, complete=True):
+        """One Event from an assembled entry (assembler._Entry: the SYSCALL head and
+        process part from records.split_syscall, the call's name/arch/number, the raw
+        PROCTITLE value, the node)."""
         timestamp, serial = parse_stamp(stamp)
-        arch_hex, syscall, success, exit_value, a0, a1, a2, _ = head
+        _, _, _, exit_value, a0, a1, a2, _ = entry.head
+        name = entry.name
         nargs = _NARGS[name]
         if nargs == 3:
             args = (int(a0, 16), int(a1, 16), int(a2, 16))
@@ -87,9 +90,12 @@ class EventBuilder(object):
             args = (int(a0, 16),)
         else:
             args = ()
-        extra = {"serial": serial}
-        if not complete:
-            extra["incomplete"] = True
-        return Event(name, "audit", self.process(tail, proctitle, node),
-                     timestamp=timestamp, arch=arch, syscall_nr=int(syscall), args=args,
-                     ret=int(exit_value) if exit_value is not None else None, extra=extra)
+        extra = {"serial": serial} if complete else {"serial": serial, "incomplete": True}
+        tail, proctitle, node = entry.tail, entry.proctitle, entry.node
+        process = None
+        if tail.__class__ is bytes:
+            process = self._processes.get((tail, proctitle, node))
+        if process is None:
+            process = self.process(tail, proctitle, node)
+        return Event(name, "audit", process, timestamp, entry.arch, entry.number, None, None,
+                     None, args, int(exit_value) if exit_value is not None else None, extra)

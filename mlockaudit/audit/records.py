@@ -100,14 +100,15 @@ def parse_log_line(line):
 
 def parse_stamp(stamp):
     """b"1795713466.498:200019" -> (epoch ns, serial)."""
-    dot = stamp.find(b".")
-    colon = stamp.find(b":", dot + 1)
-    sec, msec, serial = stamp[:dot], stamp[dot + 1:colon], stamp[colon + 1:]
-    if dot < 0 or colon < 0 or not (sec.isdigit() and msec.isdigit() and serial.isdigit()):
+    sec, _, rest = stamp.partition(b".")
+    msec, _, serial = rest.partition(b":")
+    try:
+        if len(msec) != 3:                        # the kernel always prints 3 ms digits
+            msec = msec.ljust(3, b"0")[:3]
+        return int(sec) * 1000000000 + int(msec) * 1000000, int(serial)
+    except ValueError:                            # a missing part, or not digits
         raise RecordError("bad stamp", stamp[:40].decode("ascii", "replace"))
-    if len(msec) != 3:
-        msec = msec.ljust(3, b"0")[:3]
-    return int(sec) * 1000000000 + int(msec) * 1000000, int(serial)
+
 
 
 def parse_fields(body):
@@ -139,10 +140,14 @@ def parse_fields(body):
 # the process (ppid= ... comm= exe= [subj=] key=). One match of the call's part replaces
 # a dozen splits on the hot path, and the process part is returned untouched: it is the
 # same bytes for every call of one process, so callers key a cache on it.
-_SYSCALL_HEAD = re.compile(
+_HEAD_PATTERN = (
     rb"arch=([0-9a-fA-F]+) syscall=(\d+) (?:per=[0-9a-fA-F]+ )?"
     rb"(?:success=(yes|no) exit=(-?\d+) )?"
     rb"a0=([0-9a-fA-F]+) a1=([0-9a-fA-F]+) a2=([0-9a-fA-F]+) a3=([0-9a-fA-F]+) items=\d+ ")
+_SYSCALL_HEAD = re.compile(_HEAD_PATTERN)
+#: A whole SYSCALL datagram payload (from byte 16 of a netlink message) in one match:
+#: the stamp, then the head groups of split_syscall. Used by the live reader.
+DATAGRAM_SYSCALL = re.compile(rb"audit\((\d+\.\d+:\d+)\): " + _HEAD_PATTERN)
 _HEAD_KEYS = (b"arch", b"syscall", b"success", b"exit", b"a0", b"a1", b"a2", b"a3")
 
 

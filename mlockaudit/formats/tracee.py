@@ -124,7 +124,11 @@ def _call_fragments(key):
 
 
 def _event_extra(extra):
-    """Event extras: small dicts of ints, bools and a few repeated strings (probe)."""
+    """Event extras: small dicts of ints, bools and a few repeated strings."""
+    if len(extra) == 1:                      # the common case: audit's serial alone
+        for key, value in extra.items():
+            if value.__class__ is int:
+                return ',"%s":%d' % (key, value)
     out = []
     for key, value in extra.items():
         cls = value.__class__
@@ -144,37 +148,56 @@ def _event_extra(extra):
     return "".join(out)
 
 
-_TEMPLATE = (
-    '{"timestamp":%s,"processorId":%s,"processId":%s,"threadId":%s,%s,"hostThreadId":%s,%s,'
-    '%s,"returnValue":%s,"argsNum":%d,"args":[%s],%s,"flags":%s,"errno":%s%s%s}}'
-)
+def _line_parts(process, call_key):
+    """The whole line for one process and one kind of call, cut where the values that
+    change from call to call go (timestamp, processorId, threadId, hostThreadId,
+    returnValue, args, flags, errno, event extras): 9 static strings, cached on the
+    Process. Joining them with the values is about twice as fast as ``%`` on the whole
+    line, and no string the process chose ever becomes part of a format string."""
+    rendered = process.rendered.get(NAME)
+    if rendered is None:
+        rendered = render_process(process)
+    call = _CALLS.get(call_key)
+    if call is None:
+        call = _call_fragments(call_key)
+    parts = (
+        '{"timestamp":',
+        ',"processorId":',
+        ',"processId":%s,"threadId":' % rendered[0],
+        ',%s,"hostThreadId":' % rendered[1],
+        ',%s,%s,"returnValue":' % (rendered[2], call[0]),
+        ',"argsNum":%d,"args":[' % len(syscalls.ARG_SPECS[call_key[0]]),
+        '],%s,"flags":' % call[1],
+        ',"errno":',
+        rendered[3] + "}}",
+    )
+    process.rendered[call_key[:2]] = parts
+    return parts
 
 
 def format_event(event):
     """Event -> one line of Tracee-compatible JSON (no trailing newline)."""
     process = event.process
-    rendered = process.rendered.get(NAME)
-    if rendered is None:
-        rendered = render_process(process)
     name = event.name
-    call_key = (name, event.arch, event.backend, event.probe, event.syscall_nr)
-    call = _CALLS.get(call_key)
-    if call is None:
-        call = _call_fragments(call_key)
+    # Per Process, (name, arch) decides the rest of the call's fragment: a Process belongs
+    # to one backend and probe kind, and the number follows from name and arch.
+    parts = process.rendered.get((name, event.arch))
+    if parts is None:
+        parts = _line_parts(process, (name, event.arch, event.backend, event.probe,
+                                      event.syscall_nr))
     args = event.args
     if None in args:
         args_json = _render_args_with_nulls(name, args)
         flags = None
+    elif name == "mlock2":
+        flags = to_c_int(args[2])
+        args_json = _ARGS_TEMPLATES[name] % (args[0], args[1], flags)
+    elif name == "mlockall":
+        flags = to_c_int(args[0])
+        args_json = _ARGS_TEMPLATES[name] % flags
     else:
-        if name == "mlock2":
-            flags = to_c_int(args[2])
-            args_json = _ARGS_TEMPLATES[name] % (args[0], args[1], flags)
-        elif name == "mlockall":
-            flags = to_c_int(args[0])
-            args_json = _ARGS_TEMPLATES[name] % flags
-        else:
-            flags = None
-            args_json = _ARGS_TEMPLATES[name] % args
+        flags = None
+        args_json = _ARGS_TEMPLATES[name] % args
     flag_key = (name, flags)
     flags_json = _FLAG_NAMES.get(flag_key)
     if flags_json is None:                  # flags are the caller's choice: bound the memo
@@ -183,20 +206,27 @@ def format_event(event):
             _FLAG_NAMES[flag_key] = flags_json
     ret = event.ret
     if ret is None:
-        ret = errno_json = "null"
-    elif ret >= 0:
-        errno_json = "null"
+        ret_json = errno_json = "null"
     else:
-        errno_json = _ERRNO_NAMES.get(ret)
-        if errno_json is None:
-            errno_json = _ERRNO_NAMES[ret] = json_value(syscalls.errno_name(ret))
+        ret_json = str(ret)
+        if ret >= 0:
+            errno_json = "null"
+        else:
+            errno_json = _ERRNO_NAMES.get(ret)
+            if errno_json is None:
+                errno_json = _ERRNO_NAMES[ret] = json_value(syscalls.errno_name(ret))
     timestamp, cpu, tid, ns_tid = event.timestamp, event.cpu, event.tid, event.ns_tid
-    return _TEMPLATE % (
-        "null" if timestamp is None else timestamp, "null" if cpu is None else cpu,
-        rendered[0], "null" if ns_tid is None else ns_tid, rendered[1],
-        "null" if tid is None else tid, rendered[2], call[0], ret, len(args), args_json,
-        call[1], flags_json, errno_json, _event_extra(event.extra) if event.extra else "",
-        rendered[3])
+    return "".join((
+        parts[0], "null" if timestamp is None else str(timestamp),
+        parts[1], "null" if cpu is None else str(cpu),
+        parts[2], "null" if ns_tid is None else str(ns_tid),
+        parts[3], "null" if tid is None else str(tid),
+        parts[4], ret_json,
+        parts[5], args_json,
+        parts[6], flags_json,
+        parts[7], errno_json,
+        _event_extra(event.extra) if event.extra else "",
+        parts[8]))
 
 
 def _render_args_with_nulls(name, args):

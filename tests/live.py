@@ -1,0 +1,136 @@
+"""Helpers for the live tests: run the real ``mlockaudit start`` against this machine's
+kernel, run workloads, read back what it emitted, snapshot the kernel's state."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, SCRIPTS
+
+WORKLOAD = os.path.join(SCRIPTS, "workload.py")
+
+
+class Tracer(object):
+    """``mlockaudit start ...`` as a child process, stderr to a file we can poll."""
+
+    def __init__(self, tmp_path, *args, run_dir=None, env=None, stdin=None):
+        self.out_path = str(tmp_path / ("events-%d.jsonl" % time.monotonic_ns()))
+        self.err_path = self.out_path + ".stderr"
+        self._err = open(self.err_path, "wb")
+        environment = dict(os.environ, PYTHONUNBUFFERED="1")
+        if run_dir is not None:
+            environment["MLOCKAUDIT_RUN_DIR"] = run_dir
+        environment.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlockaudit", "start", "-o", "file:" + self.out_path]
+            + list(args), stdout=subprocess.DEVNULL, stderr=self._err, stdin=stdin,
+            cwd=ROOT, env=environment)
+
+    @property
+    def stderr(self):
+        with open(self.err_path, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+
+    def wait_ready(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready" in self.stderr:
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError("mlockaudit exited (%s) before ready:\n%s"
+                                     % (self.proc.returncode, self.stderr))
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError("no ready line within %ss:\n%s" % (timeout, self.stderr))
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("mlockaudit did not stop within %ss:\n%s" % (timeout, self.stderr))
+        self._err.close()
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._err.close()
+
+    def events(self):
+        if not os.path.exists(self.out_path):
+            return []
+        with open(self.out_path, "rb") as handle:
+            return [json.loads(line) for line in handle.read().splitlines()]
+
+
+def run_workload(comm=b"", thread=False, storm=0, python=sys.executable):
+    cmd = [python, WORKLOAD]
+    if comm:
+        cmd += ["--comm-hex", comm.hex()]
+    if thread:
+        cmd.append("--thread")
+    if storm:
+        cmd += ["--storm", str(storm)]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE).stdout
+    return json.loads(out)
+
+
+def truth_calls(truths, with_tid=True):
+    calls = []
+    for truth in truths:
+        comm = bytes.fromhex(truth["comm_hex"])
+        for call in truth["calls"]:
+            calls.append((truth["pid"], call["tid"] if with_tid else None, comm, call["name"],
+                          tuple(call["args"]), call["ret"]))
+    return sorted(calls, key=repr)
+
+
+def event_calls(events, pids, with_tid=True):
+    """JSON events of the given pids -> the same tuples as truth_calls."""
+    calls = []
+    for event in events:
+        if event["hostProcessId"] not in pids:
+            continue
+        raw_hex = event["mlockaudit"].get("processNameHex")
+        comm = bytes.fromhex(raw_hex) if raw_hex else event["processName"].encode()
+        args = []
+        for arg in event["args"]:
+            value = arg["value"]
+            args.append(int(value, 16) if isinstance(value, str) else
+                        value & 0xFFFFFFFF if arg["type"] == "int" else value)
+        calls.append((event["hostProcessId"], event["hostThreadId"] if with_tid else None, comm,
+                      event["eventName"], tuple(args), event["returnValue"]))
+    return sorted(calls, key=repr)
+
+
+def audit_snapshot():
+    """The audit state a tracer must leave as it found it."""
+    from mlockaudit.audit.netlink import AuditControl
+    with AuditControl() as control:
+        status = control.status()
+        rules = sorted(control.list_rules())
+    return {"enabled": status["enabled"], "pid": status["pid"], "failure": status["failure"],
+            "rate_limit": status["rate_limit"], "backlog_limit": status["backlog_limit"],
+            "rules": rules}
+
+
+def our_rules():
+    from mlockaudit.audit.netlink import AuditControl
+    from mlockaudit.audit.rules import KEY, parse_rule_bytes
+    with AuditControl() as control:
+        return [rule for rule in map(parse_rule_bytes, control.list_rules()) if rule["key"] == KEY]
+
+
+def run_cli(*args, run_dir=None, timeout=60):
+    env = dict(os.environ)
+    if run_dir is not None:
+        env["MLOCKAUDIT_RUN_DIR"] = run_dir
+    return subprocess.run([sys.executable, "-m", "mlockaudit"] + list(args), cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
