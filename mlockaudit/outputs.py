@@ -37,12 +37,12 @@ class Outputs(object):
             raise
         if len(self.transports) == 1:          # the usual case: one call less per event
             send, format_event = self.transports[0].send, self.format
-            self.emit = lambda event: send(format_event(event))
+            self.emit = lambda event: send(format_event(event), event)
 
     def emit(self, event):
         message = self.format(event)
         for transport in self.transports:
-            transport.send(message)
+            transport.send(message, event)
 
     def flush(self):
         for transport in self.transports:

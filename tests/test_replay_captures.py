@@ -37,10 +37,13 @@ def test_audit_log_carries_what_audit_knows(collect):
         assert event.timestamp > 1.7e18
 
 
-def test_trace_capture_gives_exactly_the_calls(collect):
+@pytest.mark.parametrize("probe", ["tracepoint", "kprobe"])
+def test_trace_capture_gives_exactly_the_calls(probe, collect):
+    """tracepoint.trace: this machine's syscall tracepoints; kprobe.trace: kprobes and
+    kretprobes on Debian's 6.1 kernel under qemu (scripts/capture-kprobe)."""
     events, emit = collect
-    stats = replay(os.path.join(CAPTURES, "tracepoint.trace"), emit)
-    truths = load_truth(os.path.join(CAPTURES, "tracepoint.truth.json"))
+    stats = replay(os.path.join(CAPTURES, probe + ".trace"), emit)
+    truths = load_truth(os.path.join(CAPTURES, probe + ".truth.json"))
     expected = expected_calls(truths)
     # a process that names itself "<...>" is indistinguishable from ftrace's "comm unknown":
     # the parser must say unknown (None), never a wrong name
@@ -51,4 +54,7 @@ def test_trace_capture_gives_exactly_the_calls(collect):
     assert stats.lines == stats.parsed + stats.skipped
     # the capture header anchors the trace clock: wall-clock timestamps, in order per thread
     assert all(event.timestamp > 1.7e18 for event in events)
-    assert {event.probe for event in events} == {"tracepoint"}
+    assert {event.probe for event in events} == {probe}
+    assert {event.arch for event in events} == {"x86_64"}
+    with open(os.path.join(CAPTURES, probe + ".trace"), "rb") as handle:
+        assert stats.lines == handle.read().count(b"\n")          # (a comm may hold \r)

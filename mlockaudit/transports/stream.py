@@ -25,7 +25,7 @@ class StreamTransport(object):
         else:
             self._stream = open(self.path, "ab", self._buffer_size)
 
-    def send(self, message):
+    def send(self, message, event=None):
         self._stream.write(message.encode("utf-8", "surrogateescape") + b"\n")
         self.sent += 1
 
