@@ -28,10 +28,40 @@ def cleanup_stale(log=None):
     if state is not None and state.get("pid") == os.getpid():
         state = None                                # our own, fresh session
     audit_section = (state or {}).get("audit") or {}
+    done += _cleanup_tracefs((state or {}).get("tracefs") or {})
     done += _cleanup_audit(audit_section, log)
     if state is not None:
         store.remove()
         done.append("removed the state of dead run pid %s" % state.get("pid"))
+    return done
+
+
+def _cleanup_tracefs(section):
+    """A dead run's instance, probes and mount (from its state), then any instance or
+    probe group named after a dead mlockaudit process (state lost)."""
+    from .tracefs import instance as tracefs
+    from .tracefs.source import remove_changes
+    done = []
+    if section:
+        problems = remove_changes(None, section)
+        done.append("tracefs: undid a dead run's changes")
+        done += ["tracefs: " + problem for problem in problems]
+    root = tracefs.find_tracefs()
+    if root is None:
+        return done
+    for name in tracefs.stale_instances(root):
+        try:
+            tracefs.remove_instance_dir(os.path.join(root, "instances", name))
+            done.append("tracefs: removed instance %s of a dead mlockaudit" % name)
+        except tracefs.TracefsError as exc:
+            done.append("tracefs: %s" % exc)
+    for probe in tracefs.stale_probes(root):
+        try:
+            with open(os.path.join(root, "kprobe_events"), "a") as handle:
+                handle.write("-:%s\n" % probe)
+            done.append("tracefs: removed kprobe %s of a dead mlockaudit" % probe)
+        except OSError as exc:
+            done.append("tracefs: could not remove kprobe %s: %s" % (probe, exc.strerror))
     return done
 
 

@@ -5,7 +5,7 @@ import sys
 import click
 
 from . import __version__
-from .outputs import Outputs, OutputError
+from .outputs import OutputError, OutputOptions, Outputs
 from .syscalls import FAMILY
 
 FORMAT_CHOICES = ("tracee", "ecs", "cef", "leef")
@@ -22,11 +22,64 @@ def _parse_events(value):
     return names
 
 
-def _open_outputs(targets, format_name):
+def _open_outputs(targets, format_name, delivery=None):
     try:
-        return Outputs(list(targets) or ["-"], format_name)
+        options = OutputOptions(**(delivery or {}))
+        return Outputs(list(targets) or ["-"], format_name, options)
     except (OutputError, ValueError) as exc:
         raise click.UsageError(str(exc))
+
+
+TARGETS_HELP = ("- (stdout, default), file:PATH, syslog: (/dev/log; syslog:PATH another "
+                "socket), syslog+udp://HOST[:514], syslog+tcp://HOST[:514], "
+                "syslog+tls://HOST[:6514]; repeatable.")
+
+_DELIVERY_OPTIONS = (
+    click.option("--spool", "spool_dir", metavar="DIR",
+                 help="syslog TCP/TLS/local: keep what the collector cannot take yet on disk "
+                      "here (sent once it is back, even after a restart)."),
+    click.option("--spool-max-mb", type=click.IntRange(min=1), default=256, show_default=True,
+                 help="Spool size cap; beyond it the oldest messages are dropped (and "
+                      "counted as lost)."),
+    click.option("--tls-ca", metavar="FILE", help="CA bundle to verify the collector with "
+                                                  "(default: the system's)."),
+    click.option("--tls-cert", metavar="FILE", help="Client certificate (PEM) for TLS."),
+    click.option("--tls-key", metavar="FILE", help="Its private key (PEM), if not in --tls-cert."),
+    click.option("--tls-insecure", is_flag=True,
+                 help="Do not verify the collector's certificate (not recommended)."),
+    click.option("--syslog-pen", type=click.IntRange(min=1, max=2 ** 31 - 1), default=32473,
+                 show_default=True, help="Private enterprise number of the SD-ID "
+                 "mlockaudit@PEN (32473 is IANA's example number)."),
+    click.option("--syslog-facility", default="authpriv", show_default=True, metavar="NAME",
+                 help="Syslog facility (name or 0..23)."),
+    click.option("--severity-success", type=click.IntRange(0, 7), default=6, show_default=True,
+                 help="Syslog severity of successful calls."),
+    click.option("--severity-failure", type=click.IntRange(0, 7), default=4, show_default=True,
+                 help="Syslog severity of failed calls (and of calls whose exit was not seen)."),
+    click.option("--stats-interval", type=click.FloatRange(min=0), default=60.0,
+                 show_default=True, metavar="SECONDS",
+                 help="Send a stats message (MSGID stats) to the syslog targets this often; "
+                      "0: never."),
+)
+
+
+def _delivery_options(command):
+    for option in reversed(_DELIVERY_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _delivery(kwargs):
+    """The delivery options of a command's kwargs -> OutputOptions arguments."""
+    return {
+        "spool_dir": kwargs.pop("spool_dir"), "spool_max_mb": kwargs.pop("spool_max_mb"),
+        "tls_ca": kwargs.pop("tls_ca"), "tls_cert": kwargs.pop("tls_cert"),
+        "tls_key": kwargs.pop("tls_key"), "tls_insecure": kwargs.pop("tls_insecure"),
+        "syslog_pen": kwargs.pop("syslog_pen"), "facility": kwargs.pop("syslog_facility"),
+        "severity_success": kwargs.pop("severity_success"),
+        "severity_failure": kwargs.pop("severity_failure"),
+        "stats_interval": kwargs.pop("stats_interval"),
+    }
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,16 +93,16 @@ def main():
 @click.argument("file")
 @click.option("--source", type=click.Choice(["auto", "audit", "trace"]), default="auto",
               show_default=True, help="Kind of capture (auto: from its first lines).")
-@click.option("-o", "--output", "outputs", multiple=True, metavar="TARGET",
-              help="- (stdout, default) or file:PATH; repeatable.")
+@click.option("-o", "--output", "outputs", multiple=True, metavar="TARGET", help=TARGETS_HELP)
 @click.option("-f", "--format", "format_name", type=click.Choice(FORMAT_CHOICES),
               default="tracee", show_default=True)
 @click.option("--events", metavar="LIST", help="Only these calls, e.g. mlock2,mlockall.")
-def replay(file, source, outputs, format_name, events):
+@_delivery_options
+def replay(file, source, outputs, format_name, events, **delivery):
     """Turn a saved audit log or trace_pipe capture (FILE, - for stdin) into events."""
     from .replay import ReplayError, replay as run_replay
     wanted = _parse_events(events)
-    out = _open_outputs(outputs, format_name)
+    out = _open_outputs(outputs, format_name, _delivery(delivery))
     try:
         stats = run_replay(file, out.emit, source=source, events=wanted)
     except ReplayError as exc:
@@ -61,7 +114,10 @@ def replay(file, source, outputs, format_name, events):
     finally:
         out.close()
     click.echo(stats.summary(), err=True)
-    sys.exit(1 if stats.rejected else 0)
+    delivery_summary = out.summary()
+    if delivery_summary:
+        click.echo("delivery: " + delivery_summary, err=True)
+    sys.exit(1 if stats.rejected or out.stats()["lost"] else 0)
 
 
 @main.command()
@@ -69,24 +125,45 @@ def replay(file, source, outputs, format_name, events):
               show_default=True, help="Where events come from (auto: see doctor).")
 @click.option("--probe", type=click.Choice(["auto", "tracepoint", "kprobe"]), default="auto",
               show_default=True, help="tracefs: syscall tracepoints or kprobes.")
-@click.option("-o", "--output", "outputs", multiple=True, metavar="TARGET",
-              help="- (stdout, default) or file:PATH; repeatable.")
+@click.option("-o", "--output", "outputs", multiple=True, metavar="TARGET", help=TARGETS_HELP)
 @click.option("-f", "--format", "format_name", type=click.Choice(FORMAT_CHOICES),
               default="tracee", show_default=True)
 @click.option("--events", metavar="LIST", help="Only these calls, e.g. mlock2,mlockall.")
 @click.option("--input", "input_path", metavar="PATH",
               help="audit: read auditd's text instead of netlink: - (as an auditd plugin, "
                    "on stdin) or a log file to follow.")
-@click.option("--config", "config_path", metavar="FILE", help="TOML configuration file.")
-def start(backend, probe, outputs, format_name, events, input_path, config_path):
+@click.option("--buffer-kb", type=click.IntRange(64, 1 << 20), default=None, metavar="KB",
+              help="tracefs: ring buffer per CPU (default 8192, capped at 256 MB in all).")
+@click.option("--config", "config_path", metavar="FILE",
+              help="TOML configuration (default: /etc/mlockaudit/mlockaudit.toml if it "
+                   "exists); the command line wins.")
+@_delivery_options
+@click.pass_context
+def start(ctx, **params):
     """Trace the mlock family until SIGTERM/SIGINT (Ctrl-C)."""
+    params = _with_config(ctx, params)
+    _start(**params)
+
+
+def _with_config(ctx, params):
+    from . import config
+    path = params.get("config_path") or config.default_path()
+    if path is None:
+        return params
+    try:
+        return config.apply(ctx, params, path)
+    except config.ConfigError as exc:
+        raise click.UsageError(str(exc))
+
+
+def _start(backend, probe, outputs, format_name, events, input_path, buffer_kb, config_path,
+           **delivery):
     from .daemon import Daemon, StartError
     wanted = _parse_events(events)
-    if backend == "auto":
-        backend = "audit"
-    out = _open_outputs(outputs, format_name)
+    out = _open_outputs(outputs, format_name, _delivery(delivery))
     try:
-        code = Daemon(backend, out, events=wanted, input_path=input_path).run()
+        code = Daemon(backend, out, events=wanted, input_path=input_path, probe=probe,
+                      buffer_kb=buffer_kb).run()
     except StartError as exc:
         click.echo("mlockaudit: %s" % exc, err=True)
         code = 1
@@ -96,6 +173,51 @@ def start(backend, probe, outputs, format_name, events, input_path, config_path)
     finally:
         out.close()
     sys.exit(code)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+def doctor(as_json):
+    """What this kernel offers, which backend start picks, and why."""
+    from .doctor import probe_host
+    import json
+    report = probe_host()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        click.echo(_doctor_text(report))
+    sys.exit(0 if report["selected"] else 1)
+
+
+def _doctor_text(report):
+    audit, tracefs = report["backends"]["audit"], report["backends"]["tracefs"]
+    yes = lambda flag: "yes" if flag else "no"          # noqa: E731
+    lines = [
+        "kernel       %s (%s)" % (report["kernel"]["release"], report["kernel"]["machine"]),
+        "lockdown     %s" % (report["lockdown"] or "not available"),
+        "BPF          %s (%s)" % ("likely" if report["bpf"]["likely_works"] else "no",
+                                  report["bpf"]["why"]),
+        "calls        %s" % ", ".join("%s%s" % (name, "" if present else " (missing)")
+                                      for name, present in report["calls"].items()),
+        "",
+        "audit        %s: %s" % ("available" if audit["available"] else "unavailable",
+                                 audit["why"]),
+    ]
+    if audit["status"]:
+        status = audit["status"]
+        lines.append("             enabled=%(enabled)d pid=%(pid)d backlog_limit=%(backlog_limit)d "
+                     "rate_limit=%(rate_limit)d lost=%(lost)d" % status)
+        lines.append("             read mode: %s; multicast by kernel version: %s" % (
+            audit["mode"], yes(audit["multicast"])))
+    lines += [
+        "tracefs      %s: %s" % ("available" if tracefs["available"] else "unavailable",
+                                 tracefs["why"]),
+        "             syscall tracepoints: %s; kprobes: %s; instances: %s" % (
+            yes(tracefs["tracepoints"]), yes(tracefs["kprobes"]), yes(tracefs["instances"])),
+        "",
+        "start picks  %s: %s" % (report["selected"] or "nothing", report["why"]),
+    ]
+    return "\n".join(lines)
 
 
 @main.command()

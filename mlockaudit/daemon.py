@@ -24,20 +24,40 @@ def _say(message):
     sys.stderr.flush()
 
 
-def make_backend(name, emit, session, events, hostname, input_path=None):
+def select_backend():
+    """``--backend auto``: the doctor's choice, said on stderr with its reason."""
+    from .doctor import probe_host
+    report = probe_host()
+    if report["selected"] is None:
+        raise StartError(report["why"])
+    _say("backend %s: %s" % (report["selected"], report["why"]))
+    return report["selected"]
+
+
+def make_backend(name, emit, session, events, hostname, input_path=None, probe="auto",
+                 buffer_kb=None):
     if name == "audit":
         from .audit.source import AuditBackend
         return AuditBackend(emit, session, events=events, hostname=hostname, log=_say,
                             input_path=input_path)
-    raise StartError("backend %r is not available yet" % name)
+    if name == "tracefs":
+        if input_path is not None:
+            raise StartError("--input reads auditd's text: it needs --backend audit")
+        from .tracefs.source import TracefsBackend
+        return TracefsBackend(emit, session, events=events, hostname=hostname, log=_say,
+                              probe=probe, buffer_kb=buffer_kb)
+    raise StartError("unknown backend %r" % name)
 
 
 class Daemon(object):
-    def __init__(self, backend_name, outputs, events=None, input_path=None):
+    def __init__(self, backend_name, outputs, events=None, input_path=None, probe="auto",
+                 buffer_kb=None):
         self.backend_name = backend_name
         self.outputs = outputs
         self.events = events
         self.input_path = input_path
+        self.probe = probe
+        self.buffer_kb = buffer_kb
         self._stop = False
         self._reopen = False
         self.backend = None
@@ -72,10 +92,13 @@ class Daemon(object):
                                     (signal.SIGHUP, self._on_hup)):
                 old_handlers[signum] = signal.signal(signum, handler)
             old_wakeup = signal.set_wakeup_fd(wake_w)
+            if self.backend_name == "auto":
+                self.backend_name = "audit" if self.input_path else select_backend()
             session = Session()
             session.commit()
             self.backend = make_backend(self.backend_name, self.outputs.emit, session,
-                                        self.events, os.uname().nodename, self.input_path)
+                                        self.events, os.uname().nodename, self.input_path,
+                                        self.probe, self.buffer_kb)
             try:
                 description = self.backend.setup()
             except BaseException:

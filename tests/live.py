@@ -99,7 +99,8 @@ def event_calls(events, pids, with_tid=True):
         if event["hostProcessId"] not in pids:
             continue
         raw_hex = event["mlockaudit"].get("processNameHex")
-        comm = bytes.fromhex(raw_hex) if raw_hex else event["processName"].encode()
+        name = event["processName"]
+        comm = bytes.fromhex(raw_hex) if raw_hex else (name.encode() if name is not None else None)
         args = []
         for arg in event["args"]:
             value = arg["value"]
@@ -134,3 +135,41 @@ def run_cli(*args, run_dir=None, timeout=60):
         env["MLOCKAUDIT_RUN_DIR"] = run_dir
     return subprocess.run([sys.executable, "-m", "mlockaudit"] + list(args), cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+
+
+def kill_tracers(timeout=10):
+    """SIGKILL every ``mlockaudit start`` still running and wait until they are gone
+    (a cleanup that runs while one still dies would find its lock held)."""
+    subprocess.run(["pkill", "-KILL", "-f", "mlockaudit start"], check=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(["pgrep", "-f", "mlockaudit start"], stdout=subprocess.DEVNULL).returncode:
+            return
+        time.sleep(0.05)
+    raise AssertionError("mlockaudit processes survived SIGKILL")
+
+
+TRACEFS = "/sys/kernel/tracing"
+
+
+def tracefs_snapshot(root=TRACEFS):
+    """The tracefs state a tracer must leave as it found it (global files only)."""
+    def read(name):
+        try:
+            with open(os.path.join(root, name), "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            return "error %s" % exc.errno
+    snapshot = {name: read(name) for name in (
+        "kprobe_events", "uprobe_events", "dynamic_events", "set_event", "current_tracer",
+        "tracing_on", "trace_clock", "buffer_size_kb", "saved_cmdlines_size",
+        "options/record-tgid", "events/enable")}
+    snapshot["instances"] = sorted(os.listdir(os.path.join(root, "instances")))
+    with open("/proc/mounts") as handle:
+        snapshot["mounts"] = sorted(line.split()[1] for line in handle if " tracefs " in line)
+    return snapshot
+
+
+def mount_tracefs():
+    if not os.path.isdir(os.path.join(TRACEFS, "events")):
+        subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=True)

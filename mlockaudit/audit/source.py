@@ -27,8 +27,17 @@ from .. import procfs
 from .assembler import Assembler
 from .lifecycle import AuditSetup, dead_daemon_pid
 from .netlink import AuditControl, AuditError, BatchReceiver, RecordSocket, split_datagram
-from .records import DATAGRAM_SYSCALL
+from .records import DATAGRAM_SYSCALL, parse_log_line
+from .textinput import LogFollower, StreamInput
 from . import rules as audit_rules
+
+def _from_auditd(rtype):
+    """auditd's own records (DAEMON_START, DAEMON_ROTATE...: types 1200-1299) carry
+    auditd's serials, not the kernel's: they say nothing about kernel loss."""
+    if rtype.__class__ is int:
+        return 1200 <= rtype < 1300
+    return rtype.startswith(b"DAEMON_")
+
 
 _SYSCALL_TYPE, _PROCTITLE_TYPE, _EOE_TYPE = b"\x14\x05", b"\x2f\x05", b"\x28\x05"  # 1300..
 
@@ -119,6 +128,7 @@ class AuditBackend(object):
         self.why = None
         self.control = None
         self.reader = None
+        self.text = None
         self.batch = None
         self.setup_state = None
         self.assembler = Assembler(emit, hostname=hostname, wanted=events,
@@ -159,6 +169,9 @@ class AuditBackend(object):
             setup.raise_backlog(BACKLOG_LIMIT)
         elif self.mode == "multicast":
             self.reader = RecordSocket(multicast=True)
+        else:                                     # input: auditd's text, see textinput
+            self.text = (StreamInput(0) if self.input_path == "-"
+                         else LogFollower(self.input_path))
         all_rules = [audit_rules.self_rule(os.getpid())] + family
         setup.install_rules(all_rules)
         self.rule_texts = [rule.to_text() for rule in all_rules]
@@ -179,10 +192,38 @@ class AuditBackend(object):
     # -- reading -----------------------------------------------------------------------
 
     def fileno(self):
+        if self.text is not None:
+            return self.text.fileno()
         return self.reader.fileno() if self.reader is not None else None
+
+    @property
+    def finished(self):
+        """True when the input ended (auditd stopped its plugin): time to stop."""
+        return self.text is not None and self.text.finished
+
+    def pump_text(self):
+        """auditd's text lines (plugin stdin or followed log) -> records."""
+        feed = self.assembler.feed
+        see = self.gaps.see
+        count = 0
+        for line in self.text.read_lines():
+            if not line.strip():
+                continue
+            count += 1
+            try:
+                rtype, stamp, body, node = parse_log_line(line)
+                if node is None and not _from_auditd(rtype):
+                    see(int(stamp[stamp.find(b":") + 1:]))
+                feed(rtype, stamp, body, node)
+            except ValueError:                        # RecordError included: counted
+                self.rejected += 1
+        self.records += count
+        return count
 
     def pump(self):
         """Read every record waiting on the socket. Returns how many were read."""
+        if self.text is not None:
+            return self.pump_text()
         receive = self.batch.receive
         assembler = self.assembler
         feed, syscall, proctitle = assembler.feed, assembler.syscall, assembler.proctitle
@@ -250,11 +291,12 @@ class AuditBackend(object):
 
     def run(self, should_stop, wakeup_fd=None, on_tick=None):
         poller = select.poll()
-        poller.register(self.reader.fileno(), select.POLLIN)
+        if self.fileno() is not None:
+            poller.register(self.fileno(), select.POLLIN)
         if wakeup_fd is not None:
             poller.register(wakeup_fd, select.POLLIN)
         last_tick = time.monotonic()
-        while not should_stop():
+        while not should_stop() and not self.finished:
             poller.poll(200)
             self.pump()
             now = time.monotonic()
@@ -275,7 +317,7 @@ class AuditBackend(object):
                 self.control.close()
             return problems
         problems += self.setup_state.remove_rules()
-        if self.reader is not None:
+        if self.reader is not None or self.text is not None:
             deadline = time.monotonic() + 2.0
             quiet_since = time.monotonic()
             while time.monotonic() < deadline and time.monotonic() - quiet_since < 0.3:
@@ -289,11 +331,13 @@ class AuditBackend(object):
         problems += self.setup_state.release(self.reader if self.mode == "unicast" else None)
         if self.reader is not None:
             self.reader.close()
+        if self.text is not None:
+            self.text.close()
         self.control.close()
         return problems
 
     def stats(self):
-        lost = self.kernel_lost + (self.gaps.lost if self.mode == "multicast" else 0)
+        lost = self.kernel_lost + (self.gaps.lost if self.mode in ("multicast", "input") else 0)
         return {"backend": "audit", "mode": self.mode, "events": self.assembler.events,
                 "lost": lost, "kernel_lost": self.kernel_lost, "serial_gaps": self.gaps.lost,
                 "enobufs": self.enobufs, "incomplete": self.assembler.incomplete,

@@ -233,3 +233,20 @@ def stale_instances(root):
         return []
     return [name for name in names
             if name.startswith(INSTANCE_PREFIX) and not owner_alive(name)]
+
+
+def stale_probes(root):
+    """``GROUP/EVENT`` of kprobes in groups named after a dead mlockaudit process."""
+    try:
+        with open(os.path.join(root, "kprobe_events")) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    stale = []
+    for line in lines:
+        head = line.split(None, 1)[0] if line.strip() else ""
+        _, _, name = head.partition(":")
+        group, _, event = name.partition("/")
+        if group.startswith(INSTANCE_PREFIX) and not owner_alive(group):
+            stale.append("%s/%s" % (group, event))
+    return stale

@@ -156,11 +156,17 @@ def _ts_ns(secs, frac):
     return int(secs) * 1000000000 + int(frac) * 10 ** (9 - len(frac))
 
 
-def _hex_or_dec(value):
-    return int(value, 16) if value[:2] in (b"0x", b"0X") else int(value)
+def _hex_or_dec(value, bare_hex=False):
+    """kprobe values: 0x-prefixed hex (x-types), else decimal (u/s types) on current
+    kernels; kernels without x-types print u-types as bare hex (``bare_hex``)."""
+    if value[:2] in (b"0x", b"0X"):
+        return int(value, 16)
+    if bare_hex and value[:1] != b"-":
+        return int(value, 16)
+    return int(value)
 
 
-def parse_event_text(text):
+def parse_event_text(text, bare_hex=False):
     """The event part of a line -> (kind, name, args/ret, arch, probe).
 
     Forms:
@@ -194,7 +200,7 @@ def parse_event_text(text):
             key, sep, value = part.partition(b"=")
             if not sep:
                 raise TraceLineError("bad probe argument")
-            values[key] = _hex_or_dec(value)
+            values[key] = _hex_or_dec(value, bare_hex and key != b"ret")
         arrow = where.find(b" <- ")
         symbol = where[arrow + 4:] if arrow >= 0 else where
         plus = symbol.find(b"+")
@@ -221,9 +227,9 @@ def _call_from_symbol(symbol, event_name, is_return):
     return name, None
 
 
-def _record(comm_field, match_groups):
+def _record(comm_field, match_groups, bare_hex=False):
     pid, tgid, cpu, secs, frac, text = match_groups
-    kind, name, payload, arch, probe = parse_event_text(text)
+    kind, name, payload, arch, probe = parse_event_text(text, bare_hex)
     tgid = int(tgid) if tgid is not None and tgid[:1] != b"-" else None
     if kind == ENTRY:
         return TraceRecord(ENTRY, name, int(pid), tgid, comm_field, int(cpu), _ts_ns(secs, frac),
@@ -232,9 +238,9 @@ def _record(comm_field, match_groups):
                        None, payload, arch, None, probe)
 
 
-def parse_line(line):
+def parse_line(line, bare_hex=False):
     """One complete record's text -> TraceRecord, or raise TraceLineError. A trailing
-    newline is allowed (and ignored)."""
+    newline is allowed (and ignored). ``bare_hex``: see _hex_or_dec."""
     if line[COMM_WIDTH:COMM_WIDTH + 1] == b"-" and line[:1] == b" ":
         match = _TRACEPOINT_TAIL.match(line, COMM_WIDTH + 1)
         if match is not None:
@@ -257,7 +263,7 @@ def parse_line(line):
                                int(ret, 16))
         match = _CONTEXT_TAIL.match(line, COMM_WIDTH + 1)
         if match is not None:
-            return _record(line[:COMM_WIDTH], match.groups())
+            return _record(line[:COMM_WIDTH], match.groups(), bare_hex)
     lost = _LOST.match(line)
     if lost is not None:
         return TraceRecord(LOST, None, None, None, None, int(lost.group(1)), None,
@@ -268,14 +274,15 @@ def parse_line(line):
     groups = match.groups()
     if len(groups[0]) >= COMM_WIDTH:
         raise TraceLineError("comm longer than 15 bytes")
-    return _record(groups[0], groups[1:])
+    return _record(groups[0], groups[1:], bare_hex)
 
 
 class LineParser(object):
     """Feeds complete lines in, gets TraceRecords out; joins records split by a newline in
     the comm. Counts what it could not parse by reason (``rejected``)."""
 
-    def __init__(self):
+    def __init__(self, bare_hex=False):
+        self.bare_hex = bare_hex
         self._carry = None
         self._carry_lines = 0
         self.rejected = {}     # reason -> lines
@@ -291,7 +298,7 @@ class LineParser(object):
         for line in lines:
             if self._carry is None and line[COMM_WIDTH:COMM_WIDTH + 1] == b"-":
                 try:                                 # the common case, without feed()
-                    record = parse_line(line)        # (parse_line allows the newline)
+                    record = parse_line(line, self.bare_hex)   # (newline allowed)
                     self.parsed += 1
                     yield record
                     continue
@@ -311,7 +318,7 @@ class LineParser(object):
             self._carry = None
             joined = carry + b"\n" + line
             try:
-                record = parse_line(joined)
+                record = parse_line(joined, self.bare_hex)
                 self.parsed += self._carry_lines + 1
                 return record
             except ValueError:
@@ -324,7 +331,7 @@ class LineParser(object):
             self.skipped += 1            # (short blank lines may be a comm's padding)
             return None
         try:
-            record = parse_line(line)
+            record = parse_line(line, self.bare_hex)
             self.parsed += 1
             return record
         except TraceLineError as exc:

@@ -25,8 +25,9 @@ class Pairer(object):
     """Feed TraceRecords with :meth:`feed`; ``emit(event)`` is called once per call."""
 
     def __init__(self, emit, arch=None, clock_offset_ns=None, hostname=None,
-                 events=None, timeout_ns=10 * 10 ** 9, max_pending=65536):
+                 events=None, timeout_ns=10 * 10 ** 9, max_pending=65536, enricher=None):
         self._emit = emit
+        self.enricher = enricher      # (tgid, tid, comm bytes, ts) -> (Process, ns tid)
         self.arch = arch
         self.clock_offset_ns = clock_offset_ns
         self.hostname = hostname
@@ -103,11 +104,15 @@ class Pairer(object):
         self.events += 1
         arch = first.arch or self.arch
         numbers = SYSCALL_NUMBERS.get(arch)
-        process = self._processes.get((tgid, comm_field))
-        if process is None:
-            process = self.process(tgid, comm_field)
+        ns_tid = None
+        if self.enricher is not None:
+            process, ns_tid = self.enricher(tgid, first.tid, comm_field, first.ts_ns)
+        else:
+            process = self._processes.get((tgid, comm_field))
+            if process is None:
+                process = self.process(tgid, comm_field)
         self._emit(Event(name, "tracefs", process, timestamp, arch,
-                         numbers.get(name) if numbers else None, first.tid, None, first.cpu,
+                         numbers.get(name) if numbers else None, first.tid, ns_tid, first.cpu,
                          args, ret, extra, first.probe))
 
     def process(self, tgid, comm_field):

@@ -1,0 +1,130 @@
+"""kprobe definitions for the mlock family, for kernels without syscall tracepoints.
+
+There is no ``do_mlock2`` in any kernel: mlock2 and mlock call ``do_mlock``, munlock,
+mlockall and munlockall do not. So the probes sit on the syscall entry symbols, which
+differ by kernel version and arch; they are looked up in ``available_filter_functions``
+or /proc/kallsyms, never guessed from the version:
+
+* x86_64 >= 4.17: ``__x64_sys_NAME(struct pt_regs *)``: the arguments are read from the
+  pt_regs the only argument points to: di +0x70, si +0x68, dx +0x60;
+* x86_64 compat callers: ``__ia32_sys_NAME``: bx +0x28, cx +0x58, dx +0x60;
+* x86_64 < 4.17: ``SyS_NAME`` / ``sys_NAME`` with the arguments in %di, %si, %dx;
+* arm64 >= 4.19: ``__arm64_sys_NAME``: x0 +0, x1 +8, x2 +16 of the pt_regs in %x0.
+
+A kretprobe on the same symbol gives the return value (``ret=$retval:s64``). Two symbols
+at one address (``__x64_sys_munlockall`` and ``__ia32_sys_munlockall`` both alias
+``__do_sys_munlockall``, which takes no arguments) are probed once: a second probe would
+report every call twice. Value types: ``x64``/``x32`` print 0x-prefixed hex where the
+kernel has x-types (newer than 3.10); without them ``u64`` is used, which old kernels
+print as bare hex (the parser is told, see ``bare_hex``).
+
+Lines in kprobe_events are appended (O_APPEND) and removed one by one (``-:GROUP/EVENT``),
+so other tools' probes are never touched; the group is named after our instance.
+"""
+
+import os
+
+from .. import syscalls
+
+# Per entry-symbol flavour: where each argument is, as fetchargs.
+_X64_PTREGS = ("+0x70(%di)", "+0x68(%di)", "+0x60(%di)")
+_IA32_PTREGS = ("+0x28(%di)", "+0x58(%di)", "+0x60(%di)")
+_X64_REGS = ("%di", "%si", "%dx")
+_ARM64_PTREGS = ("+0(%x0)", "+8(%x0)", "+16(%x0)")
+
+# (symbol prefix, arch, fetchargs, argument width in bits), in order of preference.
+_FLAVOURS = {
+    "x86_64": (("__x64_sys_", "x86_64", _X64_PTREGS, 64), ("SyS_", "x86_64", _X64_REGS, 64),
+               ("sys_", "x86_64", _X64_REGS, 64)),
+    "i386": (("__ia32_sys_", "i386", _IA32_PTREGS, 32),),
+    "aarch64": (("__arm64_sys_", "aarch64", _ARM64_PTREGS, 64),),
+}
+# Tracee order; each call takes a prefix of the syscall's registers.
+_TYPES = {"addr": ("x64", "x32", "u64", "u32"), "len": ("u64", "u32", "u64", "u32"),
+          "flags": ("x32", "x32", "u32", "u32")}
+_NAMES = {"addr": "start", "len": "len", "flags": "flags"}
+
+
+class Probe(object):
+    """One kprobe + kretprobe pair for one call on one arch."""
+
+    def __init__(self, group, name, arch, symbol, fetchargs, width, x_types=True):
+        self.group = group
+        self.name = name
+        self.arch = arch
+        self.symbol = symbol
+        self.event = name if arch != "i386" else name + "_ia32"
+        args = []
+        for position, (arg, _) in enumerate(syscalls.ARG_SPECS[name]):
+            types = _TYPES[arg]
+            kind = types[(0 if width == 64 else 1) + (0 if x_types else 2)]
+            args.append("%s=%s:%s" % (_NAMES[arg], fetchargs[position], kind))
+        self.entry_line = "p:%s/%s %s%s" % (group, self.event, symbol,
+                                           "".join(" " + arg for arg in args))
+        self.return_line = "r:%s/%s_ret %s ret=$retval:s64" % (group, self.event, symbol)
+
+    @property
+    def events(self):
+        return (self.event, self.event + "_ret")
+
+
+def function_names(root):
+    """Functions that can be probed: available_filter_functions and /proc/kallsyms (the
+    latter also lists aliases such as __x64_sys_munlockall, which the former shows only
+    as __do_sys_munlockall)."""
+    names = set()
+    for path, column in ((os.path.join(root, "available_filter_functions"), 0),
+                         ("/proc/kallsyms", 2)):
+        try:
+            with open(path, "rb") as handle:
+                for line in handle:
+                    if b"sys_m" in line:
+                        fields = line.split()
+                        if len(fields) > column:
+                            names.add(fields[column].decode("ascii", "replace"))
+        except OSError:
+            continue
+    return names
+
+
+def kallsyms_addresses():
+    """name -> address from /proc/kallsyms (zeros when kptr_restrict hides them)."""
+    addresses = {}
+    try:
+        with open("/proc/kallsyms", "rb") as handle:
+            for line in handle:
+                if b"sys_m" in line:
+                    fields = line.split()
+                    if len(fields) >= 3:
+                        addresses[fields[2].decode("ascii", "replace")] = fields[0]
+    except OSError:
+        pass
+    return addresses
+
+
+def plan(group, native_arch, names, events=None, x_types=True, addresses=None):
+    """The probes for this kernel -> (probes, notes). ``names``: probe-able functions."""
+    wanted = [name for name in syscalls.FAMILY if events is None or name in events]
+    addresses = addresses if addresses is not None else {}
+    arches = [native_arch] + ([syscalls.COMPAT_ARCH[native_arch]]
+                              if native_arch in syscalls.COMPAT_ARCH else [])
+    probes, notes, probed_at = [], [], {}
+    for arch in arches:
+        for name in wanted:
+            for prefix, flavour_arch, fetchargs, width in _FLAVOURS.get(arch, ()):
+                symbol = prefix + name
+                if symbol not in names:
+                    continue
+                address = addresses.get(symbol)
+                if address and int(address, 16) and address in probed_at:
+                    notes.append("%s is an alias of %s (one probe, both callers)" % (
+                        symbol, probed_at[address]))
+                    break
+                if address and int(address, 16):
+                    probed_at[address] = symbol
+                probes.append(Probe(group, name, flavour_arch, symbol, fetchargs, width, x_types))
+                break
+            else:
+                if arch == native_arch:
+                    notes.append("%s: no entry symbol to probe on this kernel" % name)
+    return probes, notes
