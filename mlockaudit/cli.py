@@ -102,7 +102,7 @@ def replay(file, source, outputs, format_name, events, **delivery):
     """Turn a saved audit log or trace_pipe capture (FILE, - for stdin) into events."""
     from .replay import ReplayError, replay as run_replay
     wanted = _parse_events(events)
-    out = _open_outputs(outputs, format_name, _delivery(delivery))
+    out = _open_outputs(outputs, format_name, dict(_delivery(delivery), block_when_full=True))
     try:
         stats = run_replay(file, out.emit, source=source, events=wanted)
     except ReplayError as exc:
@@ -134,6 +134,18 @@ def replay(file, source, outputs, format_name, events, **delivery):
                    "on stdin) or a log file to follow.")
 @click.option("--buffer-kb", type=click.IntRange(64, 1 << 20), default=None, metavar="KB",
               help="tracefs: ring buffer per CPU (default 8192, capped at 256 MB in all).")
+@click.option("--include-uid", multiple=True, metavar="UID", help="Only these real uids.")
+@click.option("--exclude-uid", multiple=True, metavar="UID", help="Not these real uids.")
+@click.option("--include-comm", multiple=True, metavar="NAME",
+              help="Only these comms (exact or glob, e.g. 'ssh*').")
+@click.option("--exclude-comm", multiple=True, metavar="NAME", help="Not these comms.")
+@click.option("--include-exe", multiple=True, metavar="PATH",
+              help="Only these executables (exact or glob).")
+@click.option("--exclude-exe", multiple=True, metavar="PATH", help="Not these executables.")
+@click.option("--include-pid", multiple=True, metavar="PID", help="Only these pids (tgid).")
+@click.option("--exclude-pid", multiple=True, metavar="PID", help="Not these pids.")
+@click.option("--failures-only", is_flag=True, default=False,
+              help="Only calls that failed (or whose return was not seen).")
 @click.option("--config", "config_path", metavar="FILE",
               help="TOML configuration (default: /etc/mlockaudit/mlockaudit.toml if it "
                    "exists); the command line wins.")
@@ -141,29 +153,14 @@ def replay(file, source, outputs, format_name, events, **delivery):
 @click.pass_context
 def start(ctx, **params):
     """Trace the mlock family until SIGTERM/SIGINT (Ctrl-C)."""
-    params = _with_config(ctx, params)
-    _start(**params)
-
-
-def _with_config(ctx, params):
-    from . import config
-    path = params.get("config_path") or config.default_path()
-    if path is None:
-        return params
-    try:
-        return config.apply(ctx, params, path)
-    except config.ConfigError as exc:
-        raise click.UsageError(str(exc))
-
-
-def _start(backend, probe, outputs, format_name, events, input_path, buffer_kb, config_path,
-           **delivery):
     from .daemon import Daemon, StartError
-    wanted = _parse_events(events)
-    out = _open_outputs(outputs, format_name, _delivery(delivery))
+    command_line = dict(params)
+    options = _start_options(ctx, command_line)
+    daemon = Daemon(options, _start_outputs,
+                    # SIGHUP: the config file again, the command line still wins
+                    reload=lambda: _start_options(ctx, command_line, fail=ValueError))
     try:
-        code = Daemon(backend, out, events=wanted, input_path=input_path, probe=probe,
-                      buffer_kb=buffer_kb).run()
+        code = daemon.run()
     except StartError as exc:
         click.echo("mlockaudit: %s" % exc, err=True)
         code = 1
@@ -171,8 +168,32 @@ def _start(backend, probe, outputs, format_name, events, input_path, buffer_kb, 
         click.echo("mlockaudit: cannot start: %s" % exc, err=True)
         code = 1
     finally:
-        out.close()
+        daemon.outputs.close()
     sys.exit(code)
+
+
+def _start_options(ctx, params, fail=None):
+    """The effective start options: the config file, then the command line over it."""
+    from . import config
+    path = params.get("config_path") or config.default_path()
+    options = dict(params)
+    if path is not None:
+        try:
+            options = config.apply(ctx, options, path)
+        except config.ConfigError as exc:
+            raise (fail or click.UsageError)(str(exc))
+    options["events"] = _parse_events(options.get("events"))
+    from .daemon import make_filter
+    from .filters import FilterError
+    try:
+        make_filter(options)
+    except FilterError as exc:
+        raise (fail or click.UsageError)(str(exc))
+    return options
+
+
+def _start_outputs(options):
+    return _open_outputs(options["outputs"], options["format_name"], _delivery(dict(options)))
 
 
 @main.command()

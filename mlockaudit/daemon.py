@@ -12,6 +12,7 @@ import signal
 import sys
 
 from . import cleanup as cleanup_module
+from .notify import notify
 from .state import AlreadyRunning, InstanceLock, Session
 
 
@@ -49,30 +50,95 @@ def make_backend(name, emit, session, events, hostname, input_path=None, probe="
     raise StartError("unknown backend %r" % name)
 
 
+#: Options that shape the backend: changing them needs a restart, not a SIGHUP.
+BACKEND_OPTIONS = ("backend", "probe", "events", "input_path", "buffer_kb")
+FILTER_OPTIONS = ("include_uid", "exclude_uid", "include_comm", "exclude_comm", "include_exe",
+                  "exclude_exe", "include_pid", "exclude_pid", "failures_only")
+
+
+def make_filter(options):
+    from .filters import EventFilter
+    return EventFilter(**{key: options.get(key) or () for key in FILTER_OPTIONS
+                          if key != "failures_only"},
+                       failures_only=bool(options.get("failures_only")))
+
+
 class Daemon(object):
-    def __init__(self, backend_name, outputs, events=None, input_path=None, probe="auto",
-                 buffer_kb=None):
-        self.backend_name = backend_name
-        self.outputs = outputs
-        self.events = events
-        self.input_path = input_path
-        self.probe = probe
-        self.buffer_kb = buffer_kb
+    """One ``start``. ``options``: the start options (see cli.py); ``open_outputs``:
+    options -> Outputs; ``reload``: a callable returning fresh options on SIGHUP (the
+    config file read again), or None."""
+
+    def __init__(self, options, open_outputs, reload=None):
+        self.options = options
+        self.backend_name = options.get("backend") or "auto"
+        self.open_outputs = open_outputs
+        self.outputs = open_outputs(options)
+        self.filter = make_filter(options)
+        self.reload = reload
         self._stop = False
-        self._reopen = False
+        self._hup = False
         self.backend = None
 
     def _on_stop(self, signum, frame):
         self._stop = True
 
     def _on_hup(self, signum, frame):
-        self._reopen = True
+        self._hup = True
+
+    def _emit_for(self, outputs, event_filter):
+        """The function events go to: the outputs, behind the filters when there are any
+        (the usual unfiltered path costs no extra call per event)."""
+        return event_filter.wrap(outputs.emit) if event_filter.checks else outputs.emit
 
     def _tick(self):
-        if self._reopen:
-            self._reopen = False
-            self.outputs.reopen()
+        if self._hup:
+            self._hup = False
+            self._reload()
         self.outputs.flush()
+
+    def _reload(self):
+        """SIGHUP: reopen the output files (logrotate); reread the configuration and apply
+        what can change while running (outputs, format, filters)."""
+        self.outputs.reopen()
+        if self.reload is None:
+            return
+        try:
+            options = self.reload()
+            event_filter = make_filter(options)
+        except Exception as exc:                  # a bad new config: keep the running one
+            _say("reload failed, the running configuration stays: %s" % exc)
+            return
+        restart = [key for key in BACKEND_OPTIONS if options.get(key) != self.options.get(key)]
+        if restart:
+            _say("reload: %s changed; that takes a restart (not applied)" % ", ".join(restart))
+            for key in BACKEND_OPTIONS:
+                options[key] = self.options.get(key)
+        # the old outputs go first: a spool directory is locked by its owner
+        self._retire_outputs()
+        try:
+            outputs = self.open_outputs(options)
+        except Exception as exc:
+            _say("reload: the new outputs cannot be opened (%s); back to the running ones" % exc)
+            options, event_filter = self.options, self.filter
+            outputs = self.open_outputs(options)
+        self.outputs, self.filter, self.options = outputs, event_filter, options
+        self.backend.set_emit(self._emit_for(outputs, event_filter))
+        self._start_heartbeat()
+        _say("reload: configuration applied")
+
+    def _retire_outputs(self):
+        """Flush and close the current outputs, keeping their delivery counters."""
+        self.outputs.flush()
+        self.outputs.close()
+        self._retired_lost = getattr(self, "_retired_lost", 0) + self.outputs.stats()["lost"]
+
+    def _heartbeat_stats(self):
+        stats = self.backend.stats()
+        return {"events": stats["events"], "lost": stats["lost"], "backend": self.backend_name,
+                "mode": stats.get("mode"), "in_flight": stats.get("in_flight", 0)}
+
+    def _start_heartbeat(self):
+        self.outputs.start_heartbeat(self._heartbeat_stats)
 
     def run(self):
         lock = InstanceLock()
@@ -85,6 +151,7 @@ class Daemon(object):
         old_handlers = {}
         session = None
         problems = []
+        options = self.options
         try:
             for line in cleanup_module.cleanup_stale(log=_say):
                 _say("cleanup of a previous run: " + line)
@@ -93,23 +160,28 @@ class Daemon(object):
                 old_handlers[signum] = signal.signal(signum, handler)
             old_wakeup = signal.set_wakeup_fd(wake_w)
             if self.backend_name == "auto":
-                self.backend_name = "audit" if self.input_path else select_backend()
+                self.backend_name = "audit" if options.get("input_path") else select_backend()
             session = Session()
             session.commit()
-            self.backend = make_backend(self.backend_name, self.outputs.emit, session,
-                                        self.events, os.uname().nodename, self.input_path,
-                                        self.probe, self.buffer_kb)
+            self.backend = make_backend(
+                self.backend_name, self._emit_for(self.outputs, self.filter), session,
+                options.get("events"), os.uname().nodename, options.get("input_path"),
+                options.get("probe") or "auto", options.get("buffer_kb"))
             try:
                 description = self.backend.setup()
             except BaseException:
                 problems += self.backend.stop()
                 raise
             _say("ready: " + description)
+            notify("READY=1\nSTATUS=tracing with %s" % self.backend_name)
+            self._start_heartbeat()
             try:
                 self.backend.run(lambda: self._stop, wakeup_fd=wake_r, on_tick=self._tick)
             finally:
+                notify("STOPPING=1")
                 problems += self.backend.stop()
                 self.outputs.flush()
+                self.outputs.close()          # delivers what is queued, within a deadline
             signal.set_wakeup_fd(old_wakeup)
         finally:
             for signum, handler in old_handlers.items():
@@ -121,9 +193,17 @@ class Daemon(object):
             lock.release()
             if self.backend is not None:
                 stats = self.backend.stats()
+                delivery_lost = self.outputs.stats()["lost"] + getattr(self, "_retired_lost", 0)
                 details = " ".join("%s=%s" % (key, value) for key, value in stats.items()
                                    if key not in ("events", "lost"))
-                _say("stopped: events=%d lost=%d (%s)" % (stats["events"], stats["lost"], details))
+                if self.filter.dropped:
+                    details += " filtered=%d" % self.filter.dropped
+                details += " delivery_lost=%d" % delivery_lost
+                _say("stopped: events=%d lost=%d (%s)" % (
+                    stats["events"], stats["lost"] + delivery_lost, details))
+                summary = self.outputs.summary()
+                if summary:
+                    _say("delivery: " + summary)
             for problem in problems:
                 _say("PROBLEM: " + problem)
         return 1 if problems else 0

@@ -1,6 +1,9 @@
 """Output targets (``-o``): parse the target strings and fan each event out to them."""
 
-from .formats import get_formatter
+import threading
+
+from .formats import get_formatter, get_stats_formatter
+from .formats.common import DEFAULT_SEVERITIES, severities as make_severities
 from .transports.stream import StreamTransport
 
 
@@ -8,8 +11,60 @@ class OutputError(ValueError):
     """A target string that cannot be used; the message says why."""
 
 
-def open_transport(target):
-    """``-`` -> stdout; ``file:PATH`` -> append to PATH."""
+class OutputOptions(object):
+    """Everything about delivery that is not the target string itself (CLI options of
+    ``start`` and ``replay``; the defaults are the documented ones)."""
+
+    def __init__(self, spool_dir=None, spool_max_mb=256, tls_ca=None, tls_cert=None,
+                 tls_key=None, tls_insecure=False, syslog_pen=None, facility=None,
+                 severity_success=None, severity_failure=None, stats_interval=60.0,
+                 queue_size=50000, flush_timeout=5.0, connect_timeout=5.0,
+                 reconnect_min=0.2, reconnect_max=30.0, udp_max=None, hostname=None,
+                 block_when_full=False):
+        from .transports import syslog
+        self.spool_dir = spool_dir
+        if spool_max_mb is None or spool_max_mb <= 0:
+            raise OutputError("--spool-max-mb must be > 0")
+        self.spool_max_mb = spool_max_mb
+        self.tls_ca = tls_ca
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.tls_insecure = tls_insecure
+        self.syslog_pen = syslog.DEFAULT_PEN if syslog_pen is None else syslog_pen
+        if not 0 < self.syslog_pen < 2 ** 31:
+            raise OutputError("--syslog-pen must be a positive private enterprise number")
+        if facility is None:
+            self.facility = syslog.DEFAULT_FACILITY
+        elif isinstance(facility, int):
+            self.facility = facility
+        elif str(facility).isdigit():
+            self.facility = int(facility)
+        elif facility in syslog.FACILITIES:
+            self.facility = syslog.FACILITIES[facility]
+        else:
+            raise OutputError("unknown syslog facility %r (one of %s)" % (
+                facility, ", ".join(syslog.FACILITIES)))
+        if not 0 <= self.facility <= 23:
+            raise OutputError("syslog facility must be 0..23")
+        try:
+            self.severities = make_severities(severity_success, severity_failure)
+        except ValueError as exc:
+            raise OutputError(str(exc))
+        self.stats_interval = stats_interval
+        self.queue_size = queue_size
+        self.flush_timeout = flush_timeout
+        self.connect_timeout = connect_timeout
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = reconnect_max
+        self.udp_max = syslog.UDP_MAX if udp_max is None else udp_max
+        self.hostname = hostname
+        # start: a full queue drops (the reader must never wait); replay: it waits
+        self.block_when_full = block_when_full
+
+
+def open_transport(target, options=None, formatter=None):
+    """``-`` -> stdout; ``file:PATH`` -> append to PATH; ``syslog:[PATH]``,
+    ``syslog+udp|tcp|tls://HOST[:PORT]`` -> a syslog transport."""
     if target == "-":
         return StreamTransport()
     if target.startswith("file:"):
@@ -20,18 +75,33 @@ def open_transport(target):
             return StreamTransport(path)
         except OSError as exc:
             raise OutputError("cannot open %s: %s" % (path, exc.strerror))
-    raise OutputError("unknown output target %r (use -, file:PATH)" % target)
+    if target == "syslog" or target.startswith("syslog:") or target.startswith("syslog+"):
+        from .transports.syslog import SyslogError, SyslogTransport
+        try:
+            return SyslogTransport(target, options or OutputOptions(), formatter=formatter)
+        except SyslogError as exc:
+            raise OutputError(str(exc))
+    raise OutputError("unknown output target %r (use -, file:PATH, syslog:[PATH], "
+                      "syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, syslog+tls://HOST:PORT)"
+                      % target)
 
 
 class Outputs(object):
     """Formats each event once and hands the message to every transport."""
 
-    def __init__(self, targets, format_name="tracee"):
-        self.format = get_formatter(format_name)
+    def __init__(self, targets, format_name="tracee", options=None):
+        self.options = options or OutputOptions()
+        self.format_name = format_name
+        self.format = get_formatter(format_name, self.options.severities
+                                    if self.options.severities != DEFAULT_SEVERITIES else None)
+        self.format_stats = get_stats_formatter(format_name)
         self.transports = []
+        self._closed_stats = {}
+        self._heartbeat = None
+        self._heartbeat_stop = threading.Event()
         try:
             for target in targets or ["-"]:
-                self.transports.append(open_transport(target))
+                self.transports.append(open_transport(target, self.options, self.format))
         except Exception:
             self.close()
             raise
@@ -52,7 +122,94 @@ class Outputs(object):
         for transport in self.transports:
             transport.reopen()
 
+    # -- delivery accounting ------------------------------------------------------------
+
+    def stats(self):
+        """``{"lost": N, "queued": N, "sent": N, ..., "transports": {target: {...}}}``:
+        ``lost`` is every message a transport gave up on (queue full, spool cap, unsent
+        at the flush deadline); it stays readable after close()."""
+        per = dict(self._closed_stats)
+        for transport in self.transports:
+            per[transport.name] = transport_stats(transport)
+        total = {"lost": 0, "queued": 0, "sent": 0, "spooled": 0, "spool_depth": 0,
+                 "reconnects": 0, "truncated": 0}
+        for stats in per.values():
+            total["lost"] += stats.get("dropped", 0)
+            for key in ("queued", "sent", "spooled", "spool_depth", "reconnects", "truncated"):
+                total[key] += stats.get(key, 0)
+        total["transports"] = per
+        return total
+
+    def summary(self):
+        """One line for stderr about the syslog targets, or None when there are none."""
+        per = self.stats()["transports"]
+        parts = []
+        for name, stats in per.items():
+            if "spooled" not in stats:
+                continue
+            text = "%s: sent=%d lost=%d spooled=%d in_spool=%d reconnects=%d" % (
+                name, stats["sent"], stats["dropped"], stats["spooled"], stats["spool_depth"],
+                stats["reconnects"])
+            if stats.get("truncated"):
+                text += " truncated=%d" % stats["truncated"]
+            if stats.get("dropped") and stats.get("last_error"):
+                text += " (%s)" % stats["last_error"]
+            parts.append(text)
+        return "; ".join(parts) or None
+
+    # -- heartbeat ----------------------------------------------------------------------
+
+    def heartbeat(self, stats):
+        """Send one stats message (MSGID ``stats``) through every syslog transport.
+        ``stats`` comes from the caller (events, lost, backend, ...); the delivery
+        counters (queued, delivery_lost, sent, spool_depth) are added here."""
+        delivery = self.stats()
+        message_stats = dict(stats)
+        message_stats.update(queued=delivery["queued"], delivery_lost=delivery["lost"],
+                             sent=delivery["sent"], spool_depth=delivery["spool_depth"])
+        message = self.format_stats(message_stats)
+        for transport in self.transports:
+            send_stats = getattr(transport, "send_stats", None)
+            if send_stats is not None:
+                send_stats(message, message_stats)
+
+    def start_heartbeat(self, source, interval=None):
+        """Call ``heartbeat(source())`` every ``interval`` seconds (the options'
+        ``--stats-interval`` by default; 0 or None: never) from a daemon thread until
+        close(). ``source`` returns a dict such as
+        ``{"events": N, "lost": M, "backend": "audit"}``."""
+        interval = self.options.stats_interval if interval is None else interval
+        if not interval or interval <= 0 or self._heartbeat is not None:
+            return
+        if not any(hasattr(t, "send_stats") for t in self.transports):
+            return
+
+        def run():
+            while not self._heartbeat_stop.wait(interval):
+                try:
+                    self.heartbeat(source())
+                except Exception:             # a broken source must not stop delivery
+                    pass
+        self._heartbeat = threading.Thread(target=run, name="heartbeat", daemon=True)
+        self._heartbeat.start()
+
     def close(self):
+        self._heartbeat_stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+            self._heartbeat = None
+        for transport in self.transports:
+            begin_close = getattr(transport, "begin_close", None)
+            if begin_close is not None:
+                begin_close()
         for transport in self.transports:
             transport.close()
+            self._closed_stats[transport.name] = transport_stats(transport)
         self.transports = []
+
+
+def transport_stats(transport):
+    stats = getattr(transport, "stats", None)
+    if stats is not None:
+        return stats()
+    return {"sent": getattr(transport, "sent", 0), "dropped": 0, "queued": 0}

@@ -30,11 +30,21 @@ def start_time(pid):
 
 
 def process_alive(pid, expected_start=None):
-    """True when pid exists (and, if given, started at ``expected_start``)."""
+    """True when pid is a running process (and, if given, started at ``expected_start``).
+
+    A zombie (state Z: exited, not yet reaped by its parent) is dead: it holds no file,
+    lock, socket or ftrace instance any more."""
     if pid <= 0:
         return False
-    started = start_time(pid)
-    if started is None:
+    data = read_bytes("/proc/%d/stat" % pid)
+    if data is None:
+        return False
+    try:
+        fields = data[data.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X"):
+            return False
+        started = int(fields[19])
+    except (ValueError, IndexError):
         return False
     return expected_start is None or started == expected_start
 

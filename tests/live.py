@@ -16,7 +16,7 @@ WORKLOAD = os.path.join(SCRIPTS, "workload.py")
 class Tracer(object):
     """``mlockaudit start ...`` as a child process, stderr to a file we can poll."""
 
-    def __init__(self, tmp_path, *args, run_dir=None, env=None, stdin=None):
+    def __init__(self, tmp_path, *args, run_dir=None, env=None, stdin=None, output=True):
         self.out_path = str(tmp_path / ("events-%d.jsonl" % time.monotonic_ns()))
         self.err_path = self.out_path + ".stderr"
         self._err = open(self.err_path, "wb")
@@ -25,8 +25,9 @@ class Tracer(object):
             environment["MLOCKAUDIT_RUN_DIR"] = run_dir
         environment.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlockaudit", "start", "-o", "file:" + self.out_path]
-            + list(args), stdout=subprocess.DEVNULL, stderr=self._err, stdin=stdin,
+            [sys.executable, "-m", "mlockaudit", "start"]
+            + (["-o", "file:" + self.out_path] if output else []) + list(args),
+            stdout=subprocess.DEVNULL, stderr=self._err, stdin=stdin,
             cwd=ROOT, env=environment)
 
     @property

@@ -62,6 +62,9 @@ class Assembler(object):
         self.orphans = 0             # records whose SYSCALL never came
         self.foreign = 0             # SYSCALL records of other syscalls
 
+    def set_emit(self, emit):
+        self._emit = emit
+
     def feed(self, rtype, stamp, body, node=None):
         """One record. ``stamp`` is the ``SEC.MS:SERIAL`` bytes that identify its event;
         ``node`` the ``node=`` name of a log line (None for this host)."""

@@ -243,3 +243,12 @@ def _render_args_with_nulls(name, args):
             shown = "%d" % value
         parts.append('{"name":"%s","type":"%s","value":%s}' % (arg, c_type, shown))
     return ",".join(parts)
+
+
+def format_stats(stats, severity=6):
+    """A heartbeat (events, lost, backend, queued, ...) as one JSON object: Tracee has no
+    such event, so it carries ``eventName`` ``stats`` and the counters in
+    ``mlockaudit.stats``."""
+    import time
+    return '{"timestamp":%d,"eventName":"stats","mlockaudit":{"stats":%s}}' % (
+        time.time_ns(), json_value(dict(stats)))

@@ -25,9 +25,11 @@ class Pairer(object):
     """Feed TraceRecords with :meth:`feed`; ``emit(event)`` is called once per call."""
 
     def __init__(self, emit, arch=None, clock_offset_ns=None, hostname=None,
-                 events=None, timeout_ns=10 * 10 ** 9, max_pending=65536, enricher=None):
+                 events=None, timeout_ns=10 * 10 ** 9, max_pending=65536, enricher=None,
+                 own_pid=None):
         self._emit = emit
         self.enricher = enricher      # (tgid, tid, comm bytes, ts) -> (Process, ns tid)
+        self.own_pid = own_pid        # live: mlockaudit's pid, whose calls are never shown
         self.arch = arch
         self.clock_offset_ns = clock_offset_ns
         self.hostname = hostname
@@ -48,8 +50,8 @@ class Pairer(object):
         if kind == LOST:
             self.lost += record.lost
             return
-        if record.name not in self.wanted:
-            self.foreign += 1
+        if record.name not in self.wanted or record.tgid == self.own_pid:
+            self.foreign += 1                # (a tracer never reports itself)
             return
         self.last_ts = record.ts_ns
         pending = self._pending

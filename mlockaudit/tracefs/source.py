@@ -122,7 +122,7 @@ class TracefsBackend(object):
         # __do_sys_munlockall) is unknown when 32-bit callers are probed too
         self.pairer = Pairer(self.emit, arch=None if compat_probes else arch,
                              clock_offset_ns=inst.clock_offset_ns, hostname=self.hostname,
-                             events=self.events, enricher=enricher)
+                             events=self.events, enricher=enricher, own_pid=os.getpid())
         self._overrun_at_start = self._overruns()
         inst.open_pipe()
         self._clock_id = clock_id
@@ -174,6 +174,12 @@ class TracefsBackend(object):
                     self._commit()
                     raise TracefsError("kprobe_events refused %r: %s%s" % (
                         line, exc.strerror, _error_log(self.root)))
+
+    def set_emit(self, emit):
+        """Send the next events elsewhere (SIGHUP reload); no cost per event."""
+        self.emit = emit
+        if self.pairer is not None:
+            self.pairer._emit = emit
 
     # -- reading -----------------------------------------------------------------------
 

@@ -1,0 +1,154 @@
+"""What the SIEM formats (ecs, cef, leef) and the syslog framing share: the action and
+outcome vocabulary, severities, timestamps, and making process-chosen strings safe.
+
+Strings chosen by the traced process (comm, exe, proctitle) arrive as surrogateescape
+``str`` and may hold any byte but NUL. For the text formats (CEF, LEEF, RFC 5424 SD),
+:func:`safe_text` turns such a string into something that can never end a message or
+start a field: bytes that are not UTF-8 and every control character become U+FFFD; the
+exact bytes are returned as hex whenever what is shown differs from them, so nothing is
+lost. Each format then applies its own escaping on top (CEF ``\\=``, SD ``\\]``...).
+"""
+
+import time
+
+from .. import __version__, syscalls
+
+VENDOR = "mlockaudit"
+PRODUCT = "mlockaudit"
+VERSION = __version__
+
+#: ECS event.action / CEF act / LEEF action, per call: the issue's vocabulary.
+ACTIONS = {
+    "mlock": "locked-memory",
+    "mlock2": "locked-memory",
+    "mlockall": "locked-memory",
+    "munlock": "unlocked-memory",
+    "munlockall": "unlocked-memory",
+}
+
+#: Syslog severities (RFC 5424 numeric): 0 emerg .. 7 debug.
+SEVERITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+
+#: Default syslog severity per outcome: a successful lock is routine (info); a failed one
+#: (EPERM over RLIMIT_MEMLOCK, ENOMEM, EINVAL) is worth a look (warning); a call whose exit
+#: was never seen is reported like a failure.
+DEFAULT_SEVERITIES = {"success": 6, "failure": 4, "unknown": 4}
+
+#: Syslog severity -> CEF severity (0..10, 10 the worst) and LEEF sev (1..10).
+CEF_SEVERITY = (10, 9, 8, 7, 5, 3, 1, 0)
+LEEF_SEVERITY = (10, 9, 8, 7, 5, 3, 1, 1)
+
+REPLACEMENT = "\ufffd"
+
+# Every C0 control, DEL, the C1 controls and the Unicode line/paragraph separators.
+_CONTROLS = [chr(c) for c in range(0x20)] + [chr(0x7F)] + [chr(c) for c in range(0x80, 0xA0)] \
+    + ["\u2028", "\u2029"]
+_REPLACE_CONTROLS = {ord(c): REPLACEMENT for c in _CONTROLS}
+
+
+def severities(success=None, failure=None, unknown=None):
+    """A severity map (outcome -> syslog severity 0..7) with defaults filled in. The
+    unknown outcome follows failure unless given."""
+    result = dict(DEFAULT_SEVERITIES)
+    if success is not None:
+        result["success"] = success
+    if failure is not None:
+        result["failure"] = failure
+        if unknown is None:
+            result["unknown"] = failure
+    if unknown is not None:
+        result["unknown"] = unknown
+    for outcome, value in result.items():
+        if value.__class__ is not int or not 0 <= value <= 7:
+            raise ValueError("syslog severity for %s must be 0..7, not %r" % (outcome, value))
+    return result
+
+
+def raw_bytes(text):
+    """The exact bytes of a surrogateescape str."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def safe_text(text, extra_unsafe=""):
+    """surrogateescape str -> (shown str, hex of the exact bytes or None).
+
+    ``shown`` holds no control character, no U+2028/2029, no character of
+    ``extra_unsafe`` (a format's delimiters that have no escape) and no lone surrogate:
+    each is U+FFFD. The hex is given only when ``shown`` is not the exact text."""
+    if text.isascii() and text.isprintable():
+        for char in extra_unsafe:
+            if char in text:
+                break
+        else:
+            return text, None
+    try:
+        text.encode("utf-8")
+        shown = text
+    except UnicodeEncodeError:
+        shown = raw_bytes(text).decode("utf-8", "replace")
+    shown = shown.translate(_REPLACE_CONTROLS)
+    for char in extra_unsafe:
+        if char in shown:
+            shown = shown.replace(char, REPLACEMENT)
+    if shown == text:
+        return shown, None
+    return shown, raw_bytes(text).hex()
+
+
+def utf8_cut(data, limit):
+    """bytes cut to at most ``limit`` bytes without splitting a UTF-8 character."""
+    if len(data) <= limit:
+        return data
+    end = limit
+    while end > 0 and (data[end] & 0xC0) == 0x80:
+        end -= 1
+    return data[:end]
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_second_cache = {}
+
+
+def _utc_second(seconds):
+    text = _second_cache.get(seconds)
+    if text is None:
+        if len(_second_cache) > 64:
+            _second_cache.clear()
+        text = _second_cache[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return text
+
+
+def iso_utc(ns, digits=6):
+    """Epoch ns -> ``2026-11-27T12:26:07.667000Z`` (``digits`` fraction digits: 6 for RFC
+    5424's TIME-SECFRAC, 9 for ECS's date_nanos)."""
+    seconds, fraction = divmod(ns, 1000000000)
+    if digits == 9:
+        return "%s.%09dZ" % (_utc_second(seconds), fraction)
+    if digits == 3:
+        return "%s.%03dZ" % (_utc_second(seconds), fraction // 1000000)
+    return "%s.%06dZ" % (_utc_second(seconds), fraction // 1000)
+
+
+def leef_time(ns):
+    """Epoch ns -> LEEF's default devTime form ``Nov 27 2026 12:26:07.667 UTC``."""
+    seconds, fraction = divmod(ns, 1000000000)
+    tm = time.gmtime(seconds)
+    return "%s %02d %04d %02d:%02d:%02d.%03d UTC" % (
+        _MONTHS[tm.tm_mon - 1], tm.tm_mday, tm.tm_year, tm.tm_hour, tm.tm_min, tm.tm_sec,
+        fraction // 1000000)
+
+
+def local_syslog_time(seconds):
+    """``Mmm dd hh:mm:ss`` in local time, as syslog(3) writes it (C-locale month)."""
+    tm = time.localtime(seconds)
+    return "%s %2d %02d:%02d:%02d" % (_MONTHS[tm.tm_mon - 1], tm.tm_mday, tm.tm_hour,
+                                      tm.tm_min, tm.tm_sec)
+
+
+def event_name_text(name, ret):
+    """``mlock2 succeeded`` / ``mlock2 failed: EINVAL`` / ``mlock2 (exit not seen)``."""
+    if ret is None:
+        return "%s (exit not seen)" % name
+    if ret >= 0:
+        return "%s succeeded" % name
+    return "%s failed: %s" % (name, syscalls.errno_name(ret) or ret)

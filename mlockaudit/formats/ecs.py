@@ -1,0 +1,178 @@
+"""Format ``ecs``: one JSON document per event in the Elastic Common Schema (8.x).
+
+``event.kind`` event, ``event.category`` ["process"], ``event.type`` ["change"] (the call
+changes the process's memory state), ``event.action`` locked-memory (mlock, mlock2,
+mlockall) or unlocked-memory (munlock, munlockall), ``event.outcome`` success / failure /
+unknown; the calling process under ``process.*``, its ids under ``user.*``, the host under
+``host.*``; what ECS has no field for (arguments, flags, errno name, audit ids) under the
+custom namespace ``mlockaudit.*``. Unknown values are left out, as ECS prefers.
+
+Like ``tracee``, the output is pure ASCII JSON: no byte of a comm can end the document,
+and bytes that are not UTF-8 show as U+FFFD with their exact value in
+``mlockaudit.processNameHex`` (``executableHex``, ``commandLineHex``). The process part is
+rendered once per Process and cached on it.
+"""
+
+import time
+from json.encoder import encode_basestring_ascii as _quote
+
+from .. import syscalls
+from .common import ACTIONS, DEFAULT_SEVERITIES, iso_utc
+from .tracee import json_members, json_string, json_value
+
+NAME = "ecs"
+ECS_VERSION = "8.11.0"
+
+_EVENT_HEADS = {}   # (name, outcome, backend, severity) -> '"event":{...'
+_CALLS = {}         # (name, backend, probe, arch, syscall_nr) -> mlockaudit call members
+_ERRNOS = {}        # ret -> (error fragment, errno JSON)
+
+
+def _id(value):
+    """ECS ids are keywords: uid 0 is "0"."""
+    return '"%d"' % value
+
+
+def render_process(process):
+    """(``"process":{...`` without its closing brace, the rest of the top level, the
+    process's members of ``mlockaudit``), cached on the Process."""
+    extra = process.extra
+    comm, comm_hex = json_string(process.comm)
+    proc = []
+    if process.pid is not None:
+        proc.append('"pid":%d' % process.pid)
+    if process.ns_pid is not None:
+        proc.append('"vpid":%d' % process.ns_pid)
+    if process.comm is not None:
+        proc.append('"name":%s' % comm)
+    exe_hex = None
+    if process.exe is not None:
+        exe, exe_hex = json_string(process.exe)
+        proc.append('"executable":%s' % exe)
+    title = extra.get("proctitle")
+    title_hex = None
+    if title is not None:
+        shown, title_hex = json_string(title)
+        proc.append('"command_line":%s' % shown)
+    if extra.get("tty"):
+        proc.append('"tty":{"char_device":{"name":%s}}' % json_string(extra["tty"])[0])
+    if process.ppid is not None:
+        proc.append('"parent":{"pid":%d}' % process.ppid)
+    for ecs_key, value in (("user", extra.get("euid")), ("real_user", process.uid),
+                           ("saved_user", extra.get("suid")), ("group", extra.get("egid")),
+                           ("real_group", extra.get("gid")), ("saved_group", extra.get("sgid"))):
+        if value is not None:
+            proc.append('"%s":{"id":%s}' % (ecs_key, _id(value)))
+    head = '"process":{' + ",".join(proc)
+
+    rest = []
+    user = []
+    if process.uid is not None:
+        user.append('"id":%s' % _id(process.uid))
+    if extra.get("euid") is not None:
+        user.append('"effective":{"id":%s}' % _id(extra["euid"]))
+    if user:
+        rest.append('"user":{%s}' % ",".join(user))
+    if process.hostname is not None:
+        host = json_string(process.hostname)[0]
+        rest.append('"host":{"hostname":%s,"name":%s}' % (host, host))
+    if process.container_id:
+        rest.append('"container":{"id":%s}' % json_string(process.container_id)[0])
+    rest = "".join("," + part for part in rest)
+
+    members = json_members({key: value for key, value in extra.items() if key != "proctitle"})
+    for key, raw in (("processNameHex", comm_hex), ("executableHex", exe_hex),
+                     ("commandLineHex", title_hex)):
+        if raw is not None:
+            members += ',"%s":"%s"' % (key, raw)
+    rendered = (head, rest, members)
+    process.rendered[NAME] = rendered
+    return rendered
+
+
+def _event_head(key):
+    name, outcome, backend, severity = key
+    head = ('"event":{"kind":"event","category":["process"],"type":["change"],'
+            '"action":"%s","outcome":"%s","code":"%s","provider":%s,"module":"mlockaudit",'
+            '"dataset":"mlockaudit.syscall","severity":%d' % (
+                ACTIONS[name], outcome, name, json_value(backend), severity))
+    _EVENT_HEADS[key] = head
+    return head
+
+
+def _call_members(key):
+    name, backend, probe, arch, syscall_nr = key
+    members = ',"backend":%s%s,"arch":%s,"syscallNumber":%s' % (
+        json_value(backend), ',"probe":%s' % json_value(probe) if probe else "",
+        json_value(arch), json_value(syscall_nr))
+    _CALLS[key] = members
+    return members
+
+
+def _args_object(event):
+    parts = []
+    for arg_name, _c_type, value in event.arg_values():
+        parts.append('"%s":%s' % (arg_name, json_value(value)))
+    return "{" + ",".join(parts) + "}"
+
+
+def format_event(event, severities=DEFAULT_SEVERITIES):
+    """Event -> one ECS JSON document (no newline)."""
+    process = event.process
+    rendered = process.rendered.get(NAME)
+    if rendered is None:
+        rendered = render_process(process)
+    outcome = event.outcome
+    name = event.name
+    key = (name, outcome, event.backend, severities[outcome])
+    head = _EVENT_HEADS.get(key)
+    if head is None:
+        head = _event_head(key)
+    extra = event.extra
+    serial = extra.get("serial")
+    call_key = (name, event.backend, event.probe, event.arch, event.syscall_nr)
+    call = _CALLS.get(call_key)
+    if call is None:
+        call = _call_members(call_key)
+    ret = event.ret
+    if ret is None:
+        error, errno_json = "", "null"
+    else:
+        cached = _ERRNOS.get(ret)
+        if cached is None:
+            errno = syscalls.errno_name(ret)
+            cached = ((',"error":{"code":%s}' % json_value(errno or str(-ret))) if ret < 0 else "",
+                      json_value(errno))
+            if len(_ERRNOS) < 512:
+                _ERRNOS[ret] = cached
+        error, errno_json = cached
+    flags = event.flags
+    parts = [
+        '{"@timestamp":"%s",' % iso_utc(event.timestamp) if event.timestamp is not None else "{",
+        '"ecs":{"version":"%s"},' % ECS_VERSION,
+        head,
+        ',"sequence":%d},' % serial if serial.__class__ is int else "},",
+        rendered[0],
+        ',"thread":{"id":%d}}' % event.tid if event.tid is not None else "}",
+        rendered[1],
+        error,
+        ',"mlockaudit":{"syscall":"%s","args":%s,"flags":%s,"flagNames":%s,'
+        '"returnValue":%s,"errno":%s' % (
+            name, _args_object(event), json_value(flags),
+            json_value(syscalls.decode_flags(name, flags)), json_value(ret), errno_json),
+        call,
+    ]
+    if extra:
+        parts.append(json_members(extra))
+    parts.append(rendered[2])
+    parts.append("}}")
+    return "".join(parts)
+
+
+def format_stats(stats, severity=6):
+    """A heartbeat (``stats`` dict: events, lost, backend, queued, ...) as an ECS doc."""
+    members = ",".join("%s:%s" % (_quote(str(k)), json_value(v)) for k, v in stats.items())
+    return ('{"@timestamp":"%s","ecs":{"version":"%s"},"event":{"kind":"metric",'
+            '"category":["process"],"type":["info"],"action":"stats","module":"mlockaudit",'
+            '"dataset":"mlockaudit.stats","severity":%d},"mlockaudit":{"stats":{%s}}}' % (
+                iso_utc(time.time_ns()), ECS_VERSION, severity, members))

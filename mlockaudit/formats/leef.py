@@ -1,0 +1,109 @@
+"""Format ``leef``: IBM QRadar's Log Event Extended Format 2.0, attributes separated by
+``^`` (named in the header, as LEEF 2.0 allows).
+
+``LEEF:2.0|mlockaudit|mlockaudit|VERSION|mlock2|^|devTime=...^devTimeFormat=...^cat=...``
+
+Why ``^`` and not LEEF 1.0's tab: rsyslog (and other relays) rewrite a tab on receipt as
+``#011`` by default, which would break every attribute. LEEF has no escape character, so a
+value can never hold the delimiter: in values taken from the traced process the
+delimiter ``^``, the header separator ``|`` (which IBM's guide says to avoid in values),
+every control character and every byte that is not UTF-8 are shown as U+FFFD, and the
+exact bytes are given as hex in ``<key>Hex`` whenever what is shown differs.
+"""
+
+import time
+
+from .. import syscalls
+from .common import (ACTIONS, DEFAULT_SEVERITIES, LEEF_SEVERITY, PRODUCT, VENDOR, VERSION,
+                     leef_time, safe_text)
+
+NAME = "leef"
+DELIMITER = "^"
+UNSAFE = "^|"
+TIME_FORMAT = "MMM dd yyyy HH:mm:ss.SSS zzz"
+
+
+def value(text):
+    """A LEEF attribute value -> (shown, hex of the exact bytes or None)."""
+    return safe_text(text, UNSAFE)
+
+
+def render_process(process):
+    """(attributes after sev, attributes at the end), cached on the Process."""
+    extra = process.extra
+    head = []
+    tail = []
+    for key, number in (("pid", process.pid), ("ppid", process.ppid), ("uid", process.uid),
+                        ("euid", extra.get("euid")), ("auid", extra.get("auid"))):
+        if number is not None:
+            head.append("%s=%d" % (key, number))
+    for key, text in (("comm", process.comm), ("exe", process.exe),
+                      ("cmdline", extra.get("proctitle")), ("hostName", process.hostname),
+                      ("containerId", process.container_id or None)):
+        if text is not None:
+            shown, raw = value(text)
+            head.append("%s=%s" % (key, shown))
+            if raw is not None:
+                tail.append("%sHex=%s" % (key, raw))
+    rendered = ("".join(DELIMITER + part for part in head),
+                "".join(DELIMITER + part for part in tail))
+    process.rendered[NAME] = rendered
+    return rendered
+
+
+_HEADS = {}   # (name, outcome, severity, backend) -> header + constant attributes
+
+
+def _head(key):
+    name, outcome, severity, backend = key
+    head = "LEEF:2.0|%s|%s|%s|%s|%s|" % (VENDOR, PRODUCT, VERSION, name, DELIMITER)
+    head += "cat=%s^sev=%d^outcome=%s^syscall=%s^backend=%s" % (
+        ACTIONS[name], LEEF_SEVERITY[severity], outcome, name, value(str(backend))[0])
+    _HEADS[key] = head
+    return head
+
+
+def format_event(event, severities=DEFAULT_SEVERITIES):
+    """Event -> one LEEF 2.0 line (no newline)."""
+    process = event.process
+    rendered = process.rendered.get(NAME)
+    if rendered is None:
+        rendered = render_process(process)
+    outcome = event.outcome
+    name = event.name
+    key = (name, outcome, severities[outcome], event.backend)
+    head = _HEADS.get(key)
+    if head is None:
+        head = _head(key)
+    parts = [head]
+    if event.timestamp is not None:
+        parts.append("^devTime=%s^devTimeFormat=%s" % (leef_time(event.timestamp), TIME_FORMAT))
+    if event.tid is not None:
+        parts.append("^tid=%d" % event.tid)
+    parts.append(rendered[0])
+    for arg_name, _c_type, arg in event.arg_values():
+        if arg is None:
+            continue
+        parts.append("^%s=%s" % (arg_name, arg))
+        if arg_name == "flags":
+            parts.append("^flagNames=" + syscalls.decode_flags(name, arg))
+    ret = event.ret
+    if ret is not None:
+        parts.append("^ret=%d" % ret)
+        if ret < 0:
+            parts.append("^errno=%s" % (syscalls.errno_name(ret) or -ret))
+    serial = event.extra.get("serial")
+    if serial.__class__ is int:
+        parts.append("^serial=%d" % serial)
+    parts.append(rendered[1])
+    return "".join(parts)
+
+
+def format_stats(stats, severity=6):
+    """A heartbeat as a LEEF line (EventID ``stats``), one attribute per counter."""
+    attributes = ["devTime=%s" % leef_time(time.time_ns()), "devTimeFormat=%s" % TIME_FORMAT,
+                  "cat=stats", "sev=%d" % LEEF_SEVERITY[severity]]
+    for key, number in sorted(stats.items()):
+        attributes.append("%s=%s" % (value(str(key))[0], value(str(number))[0]))
+    return "LEEF:2.0|%s|%s|%s|stats|%s|%s" % (VENDOR, PRODUCT, VERSION, DELIMITER,
+                                               DELIMITER.join(attributes))

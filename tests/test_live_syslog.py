@@ -1,0 +1,69 @@
+"""The issue's "done when", live (root; touches the kernel's audit state):
+``mlockaudit start --backend audit -o syslog+tcp://127.0.0.1:PORT -f cef`` delivers each
+call of real workloads (hostile comms included) to a real rsyslogd exactly once, parsed."""
+
+import os
+import time
+
+import pytest
+
+from live import Tracer, audit_snapshot, run_cli, run_workload, truth_calls
+from rsyslogd import Rsyslogd, have_rsyslogd
+from test_formats_siem import exact, parse_cef, parse_sd
+from workload import HOSTILE_COMMS
+
+pytestmark = [pytest.mark.live, pytest.mark.rsyslog]
+
+if os.geteuid() != 0:
+    pytest.skip("live tests need root", allow_module_level=True)
+if not have_rsyslogd():
+    pytest.skip("rsyslogd is not installed (scripts/test installs it)", allow_module_level=True)
+
+
+def cef_call(message):
+    """A received CEF message -> (pid, None, comm bytes, name, args, ret) as truth_calls."""
+    header, ext = parse_cef(message["msg"])
+    labelled = {ext[k + "Label"]: ext[k] for k in list(ext) if k + "Label" in ext}
+    args = []
+    for name in ("addr", "len", "flags"):
+        if name in labelled:
+            value = int(labelled[name], 16) if name == "addr" else int(labelled[name])
+            args.append(value & 0xFFFFFFFF if name == "flags" else value)
+    return (int(ext["spid"]), None, exact(ext["sproc"], labelled.get("sprocHex")), header[4],
+            tuple(args), int(labelled["returnValue"]))
+
+
+def test_start_delivers_every_call_once_to_rsyslogd_as_cef(tmp_path):
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    before = audit_snapshot()
+    collector = Rsyslogd(tmp_path / "rsyslog", tls=False).start()
+    tracer = None
+    try:
+        tracer = Tracer(tmp_path, "--backend", "audit", "-o", collector.target("tcp"),
+                        "-f", "cef", "--stats-interval", "0", run_dir=run_dir).wait_ready()
+        truths = [run_workload(comm, thread=(index % 3 == 0))
+                  for index, comm in enumerate(HOSTILE_COMMS)]
+        time.sleep(0.3)
+        assert tracer.stop() == 0, tracer.stderr
+        expected = truth_calls(truths, with_tid=False)
+        pids = {truth["pid"] for truth in truths}
+        messages = collector.wait_for("tcp", len(expected))
+        ours = []
+        for message in messages:
+            assert message["app"] == "mlockaudit"
+            assert "#0" not in message["raw"] and "#1" not in message["raw"]
+            sd = parse_sd(message["sd"])
+            assert [element[0] for element in sd] == ["meta", "mlockaudit@32473"]
+            call = cef_call(message)
+            assert call[3] == message["msgid"]
+            if call[0] in pids:
+                ours.append(call)
+        assert sorted(ours, key=repr) == expected            # each call once, true values
+        assert "lost=0" in tracer.stderr
+    finally:
+        if tracer is not None:
+            tracer.kill()
+        collector.stop()
+        run_cli("cleanup", run_dir=run_dir)
+        assert audit_snapshot() == before
