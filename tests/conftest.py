@@ -46,3 +46,91 @@ def collect():
     """A list and an emit() that appends to it."""
     events = []
     return events, events.append
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A private MLOCKAUDIT_RUN_DIR (lock and state file) for one test's tracers."""
+    path = str(tmp_path / "run")
+    os.makedirs(path)
+    return path
+
+
+@pytest.fixture
+def tracefs_guard(run_dir):
+    """Snapshot tracefs; after the test, whatever happened, nothing of ours is left (and
+    the test fails if the tracer itself had left something)."""
+    from live import TRACEFS, kill_tracers, mount_tracefs, run_cli, tracefs_snapshot
+    mount_tracefs()
+    assert not [name for name in os.listdir(os.path.join(TRACEFS, "instances"))
+                if name.startswith("mlockaudit_")], "mlockaudit instances left before the test"
+    before = tracefs_snapshot()
+    yield before
+    kill_tracers()
+    run_cli("cleanup", run_dir=run_dir)
+    mount_tracefs()
+    assert tracefs_snapshot() == before
+
+
+@pytest.fixture
+def audit_guard(run_dir):
+    """The same for the kernel's audit state (rules and settings)."""
+    from live import audit_snapshot, kill_tracers, our_rules, run_cli
+    assert not our_rules(), "the kernel holds mlockaudit rules before the test started"
+    before = audit_snapshot()
+    yield before
+    kill_tracers()
+    run_cli("cleanup", run_dir=run_dir)
+    assert audit_snapshot() == before
+
+
+AUDITD_CONF = """\
+local_events = yes
+write_logs = yes
+log_file = {log}
+log_format = RAW
+flush = INCREMENTAL_ASYNC
+freq = 50
+num_logs = 3
+max_log_file_action = ignore
+space_left = 2
+space_left_action = ignore
+admin_space_left = 1
+admin_space_left_action = ignore
+disk_full_action = ignore
+disk_error_action = ignore
+plugin_dir = {plugins}
+"""
+
+
+@pytest.fixture
+def auditd(audit_guard):
+    """The real auditd (Debian's), registered as the audit daemon, logging to a temp dir."""
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+    import time
+    from live import audit_snapshot
+    if shutil.which("auditd") is None:
+        pytest.fail("auditd is not installed (scripts/test installs it)")
+    work = tempfile.mkdtemp(prefix="mlockaudit-auditd-")
+    os.mkdir(os.path.join(work, "plugins"))
+    log = os.path.join(work, "audit.log")
+    with open(os.path.join(work, "auditd.conf"), "w") as handle:
+        handle.write(AUDITD_CONF.format(log=log, plugins=os.path.join(work, "plugins")))
+    os.chmod(os.path.join(work, "auditd.conf"), 0o640)
+    daemon = subprocess.Popen(["auditd", "-n", "-s", "nochange", "-c", work],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if audit_snapshot()["pid"] == daemon.pid:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("auditd did not register")
+        yield daemon, log
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(10)
+        shutil.rmtree(work)

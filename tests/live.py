@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, SCRIPTS
+from conftest import ROOT, SCRIPTS, expected_calls
+
+truth_calls = expected_calls         # the workload's ground truth, as event_calls gives it
 
 WORKLOAD = os.path.join(SCRIPTS, "workload.py")
 
@@ -83,18 +85,8 @@ def run_workload(comm=b"", thread=False, storm=0, python=sys.executable):
     return json.loads(out)
 
 
-def truth_calls(truths, with_tid=True):
-    calls = []
-    for truth in truths:
-        comm = bytes.fromhex(truth["comm_hex"])
-        for call in truth["calls"]:
-            calls.append((truth["pid"], call["tid"] if with_tid else None, comm, call["name"],
-                          tuple(call["args"]), call["ret"]))
-    return sorted(calls, key=repr)
-
-
 def event_calls(events, pids, with_tid=True):
-    """JSON events of the given pids -> the same tuples as truth_calls."""
+    """JSON events of the given pids -> the tuples of conftest.expected_calls."""
     calls = []
     for event in events:
         if event["hostProcessId"] not in pids:

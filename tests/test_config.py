@@ -61,3 +61,23 @@ def test_shipped_plugin_config_is_valid(tmp_path):
     text = open(os.path.join(ROOT, "rules", "auditd-plugin.toml")).read()
     params = apply_to_start(tmp_path, text)
     assert params["input_path"] == "-" and params["backend"] == "audit"
+
+
+def test_shipped_example_config_is_valid(tmp_path):
+    """rules/mlockaudit.toml as shipped, and with every commented-out setting switched on
+    (the first of each key), is accepted."""
+    import os
+    from conftest import ROOT
+    text = open(os.path.join(ROOT, "rules", "mlockaudit.toml")).read()
+    params = apply_to_start(tmp_path, text)
+    assert params["backend"] == "auto" and params["format_name"] == "tracee"
+    settings, seen = [], set()
+    for line in text.splitlines():
+        candidate = line[2:] if line.startswith("# ") else line
+        key = candidate.split(" = ", 1)[0]
+        if " = " in candidate and not candidate.startswith("#") and key not in seen:
+            seen.add(key)
+            settings.append(candidate)
+    params = apply_to_start(tmp_path, "\n".join(settings) + "\n")
+    assert params["include_uid"] == ("0", "1000") and params["spool_dir"] == "/var/spool/mlockaudit"
+    assert params["input_path"] == "/var/log/audit/audit.log" and params["buffer_kb"] == 8192

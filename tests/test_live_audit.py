@@ -6,38 +6,18 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from live import (Tracer, audit_snapshot, event_calls, kill_tracers, our_rules, run_cli,
-                  run_workload, truth_calls)
+from live import (Tracer, audit_snapshot, event_calls, our_rules, run_cli, run_workload,
+                  truth_calls)
 from workload import HOSTILE_COMMS
 
 pytestmark = [pytest.mark.live]
 
 if os.geteuid() != 0:
     pytest.skip("live audit tests need root", allow_module_level=True)
-
-
-@pytest.fixture
-def run_dir(tmp_path):
-    path = str(tmp_path / "run")
-    os.makedirs(path)
-    return path
-
-
-@pytest.fixture
-def audit_guard(run_dir):
-    """Snapshot the audit state; after the test, whatever happened, make sure nothing of
-    ours is left (and fail the test if the tracer itself had left something)."""
-    assert not our_rules(), "the kernel holds mlockaudit rules before the test started"
-    before = audit_snapshot()
-    yield before
-    kill_tracers()
-    run_cli("cleanup", run_dir=run_dir)
-    assert audit_snapshot() == before
 
 
 def test_every_call_arrives_once_with_true_values(tmp_path, run_dir, audit_guard):
@@ -135,52 +115,6 @@ def test_storm_of_100000_calls_all_arrive(tmp_path, run_dir, audit_guard):
     assert "lost=0" in tracer.stderr
     print("storm: 100000 calls in %.2fs (%.0f calls/s), all delivered after %.2fs" % (
         storm_seconds, 100000 / storm_seconds, delivered_seconds))
-
-
-AUDITD_CONF = """\
-local_events = yes
-write_logs = yes
-log_file = {log}
-log_format = RAW
-flush = INCREMENTAL_ASYNC
-freq = 50
-num_logs = 3
-max_log_file_action = ignore
-space_left = 2
-space_left_action = ignore
-admin_space_left = 1
-admin_space_left_action = ignore
-disk_full_action = ignore
-disk_error_action = ignore
-plugin_dir = {plugins}
-"""
-
-
-@pytest.fixture
-def auditd(audit_guard):
-    """The real auditd (Debian's), registered as the audit daemon, logging to a temp dir."""
-    if shutil.which("auditd") is None:
-        pytest.fail("auditd is not installed (scripts/test installs it)")
-    work = tempfile.mkdtemp(prefix="mlockaudit-auditd-")
-    os.mkdir(os.path.join(work, "plugins"))
-    log = os.path.join(work, "audit.log")
-    with open(os.path.join(work, "auditd.conf"), "w") as handle:
-        handle.write(AUDITD_CONF.format(log=log, plugins=os.path.join(work, "plugins")))
-    os.chmod(os.path.join(work, "auditd.conf"), 0o640)
-    daemon = subprocess.Popen(["auditd", "-n", "-s", "nochange", "-c", work],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            if audit_snapshot()["pid"] == daemon.pid:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("auditd did not register")
-        yield daemon, log
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(10)
-        shutil.rmtree(work)
 
 
 def test_beside_a_real_auditd_reads_multicast(tmp_path, run_dir, auditd):

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from conftest import ROOT
-from live import Tracer, audit_snapshot, event_calls, our_rules, run_cli, run_workload, truth_calls
-from test_live_audit import AUDITD_CONF, auditd, audit_guard, run_dir  # noqa: F401 (fixtures)
+from live import Tracer, event_calls, our_rules, run_cli, run_workload, truth_calls
+from conftest import AUDITD_CONF
 from workload import HOSTILE_COMMS
 
 pytestmark = [pytest.mark.live]

@@ -9,30 +9,12 @@ import time
 
 import pytest
 
-from live import Tracer, kill_tracers, mount_tracefs, run_cli, run_workload, tracefs_snapshot
+from live import Tracer, run_cli, run_workload
 
 pytestmark = [pytest.mark.live]
 
 if os.geteuid() != 0:
     pytest.skip("live tests need root", allow_module_level=True)
-
-
-@pytest.fixture
-def run_dir(tmp_path):
-    path = str(tmp_path / "run")
-    os.makedirs(path)
-    return path
-
-
-@pytest.fixture
-def guard(run_dir):
-    mount_tracefs()
-    before = tracefs_snapshot()
-    yield
-    kill_tracers()
-    run_cli("cleanup", run_dir=run_dir)
-    mount_tracefs()
-    assert tracefs_snapshot() == before
 
 
 def test_doctor_tells_the_truth_about_this_kernel():
@@ -52,7 +34,7 @@ def test_doctor_tells_the_truth_about_this_kernel():
     assert set(report["calls"]) == {"mlock", "mlock2", "munlock", "mlockall", "munlockall"}
 
 
-def test_start_without_flags_picks_a_backend_and_says_why(tmp_path, run_dir, guard):
+def test_start_without_flags_picks_a_backend_and_says_why(tmp_path, run_dir, tracefs_guard):
     report = json.loads(run_cli("doctor", "--json").stdout)
     tracer = Tracer(tmp_path, run_dir=run_dir).wait_ready()
     assert "backend %s: %s" % (report["selected"], report["why"]) in tracer.stderr
@@ -63,7 +45,7 @@ def test_start_without_flags_picks_a_backend_and_says_why(tmp_path, run_dir, gua
     assert truth["pid"] in pids
 
 
-def test_systemd_readiness_and_stopping(tmp_path, run_dir, guard):
+def test_systemd_readiness_and_stopping(tmp_path, run_dir, tracefs_guard):
     path = str(tmp_path / "notify.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(path)
@@ -79,7 +61,7 @@ def test_systemd_readiness_and_stopping(tmp_path, run_dir, guard):
         listener.close()
 
 
-def test_sighup_reopens_files_and_rereads_the_config(tmp_path, run_dir, guard):
+def test_sighup_reopens_files_and_rereads_the_config(tmp_path, run_dir, tracefs_guard):
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     config = tmp_path / "mlockaudit.toml"
     config.write_text('backend = "tracefs"\noutput = "file:%s"\n' % first)

@@ -2,41 +2,19 @@
 proven in the qemu guest): every call once with true values, hostile comms included, and
 tracefs left exactly as found, after a stop, after kill -9 plus cleanup or the next start."""
 
-import json
 import os
 import signal
 import time
 
 import pytest
 
-from live import (TRACEFS, Tracer, event_calls, kill_tracers, mount_tracefs, run_cli,
-                  run_workload, tracefs_snapshot, truth_calls)
+from live import TRACEFS, Tracer, event_calls, run_cli, run_workload, tracefs_snapshot, truth_calls
 from workload import HOSTILE_COMMS
 
 pytestmark = [pytest.mark.live]
 
 if os.geteuid() != 0:
     pytest.skip("live tracefs tests need root", allow_module_level=True)
-
-
-@pytest.fixture
-def run_dir(tmp_path):
-    path = str(tmp_path / "run")
-    os.makedirs(path)
-    return path
-
-
-@pytest.fixture
-def tracefs_guard(run_dir):
-    mount_tracefs()
-    assert not [name for name in os.listdir(os.path.join(TRACEFS, "instances"))
-                if name.startswith("mlockaudit_")], "mlockaudit instances left before the test"
-    before = tracefs_snapshot()
-    yield before
-    kill_tracers()
-    run_cli("cleanup", run_dir=run_dir)
-    mount_tracefs()
-    assert tracefs_snapshot() == before
 
 
 def expected_with_unknown_comms(truths):

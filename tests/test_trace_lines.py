@@ -165,3 +165,32 @@ def test_streams_of_hostile_comms_pair_exactly(calls):
     want = sorted((tids[i], pid, i + 1, ret, _expected_comm(comm))
                   for i, (comm, pid, ret) in enumerate(calls))
     assert got == want
+
+
+def test_probe_plan_and_parse_for_the_munlockall_alias():
+    """__x64_sys_munlockall and __ia32_sys_munlockall are one function (__do_sys_munlockall
+    in trace lines): probed once, with the syscall number to tell the caller's arch."""
+    from mlockaudit.tracefs import probes
+    names = {"__x64_sys_munlockall", "__ia32_sys_munlockall", "__do_sys_munlockall",
+             "__x64_sys_mlock2", "__ia32_sys_mlock2"}
+    addresses = {"__x64_sys_munlockall": b"ffffffff81001000",
+                 "__ia32_sys_munlockall": b"ffffffff81001000"}
+    plan, notes = probes.plan("g", "x86_64", names, events=["munlockall", "mlock2"],
+                              addresses=addresses)
+    lines = [p.entry_line for p in plan]
+    assert "p:g/munlockall __x64_sys_munlockall orig_ax=+0x78(%di):u32" in lines
+    assert not [l for l in lines if "__ia32_sys_munlockall" in l]
+    assert any("alias" in note for note in notes)
+    assert "p:g/mlock2_ia32 __ia32_sys_mlock2 start=+0x28(%di):x32 len=+0x58(%di):u32 " \
+           "flags=+0x60(%di):x32" in lines
+    for number, arch in ((152, "x86_64"), (153, "i386")):
+        kind, name, _, got_arch, _ = parse_event_text(
+            b"munlockall: (__do_sys_munlockall+0x0/0xa0) orig_ax=%d" % number)
+        assert (kind, name, got_arch) == (ENTRY, "munlockall", arch)
+
+
+def test_old_kernel_kprobe_values_without_x_types_are_hex():
+    entry = parse_event_text(b"mlock: (SyS_mlock+0x0/0x20) start=7f00 len=1000", bare_hex=True)
+    assert entry[2] == (0x7F00, 0x1000)
+    ret = parse_event_text(b"mlock_ret: (x+1/2 <- SyS_mlock) ret=-12", bare_hex=True)
+    assert ret[2] == -12

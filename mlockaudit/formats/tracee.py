@@ -15,7 +15,7 @@ Tracee's Go encoder shows them, and the exact bytes are kept in ``mlockaudit.<fi
 from json.encoder import encode_basestring_ascii as _quote
 
 from .. import syscalls
-from ..event import FLAGS_POSITION, to_c_int
+from ..event import to_c_int
 
 NAME = "tracee"
 

@@ -24,6 +24,8 @@ as safe because the kernel-written tail cannot be forged by the comm.
 
 import re
 
+from ..syscalls import SYSCALL_NUMBERS
+
 ENTRY = "entry"
 EXIT = "exit"
 LOST = "lost"
@@ -47,6 +49,12 @@ _SYMBOL_PREFIXES = (
     (b"__arm64_compat_sys_", "arm"), (b"__arm64_sys_", "aarch64"), (b"__se_sys_", None),
     (b"__do_sys_", None), (b"SyS_", None), (b"compat_SyS_", None), (b"sys_", None),
 )
+
+
+# (call, x86 syscall number) -> the caller's arch, for a kprobe's ``orig_ax=`` (probes.py
+# adds it where one function serves the x86_64 and the ia32 entry, munlockall's).
+_X86_ARCH_BY_NUMBER = {(name, number): arch for arch in ("x86_64", "i386")
+                       for name, number in SYSCALL_NUMBERS[arch].items()}
 
 
 class TraceLineError(ValueError):
@@ -174,6 +182,8 @@ def parse_event_text(text, bare_hex=False):
       ``sys_mlock2 -> 0xffffffffffffffea``                       syscall tracepoint exit
       ``mlock2: (__x64_sys_mlock2+0x0/0x40) start=0x7f.. len=8192 flags=0x1``   kprobe
       ``mlock2_ret: (do_syscall_64+0x5b/0xc0 <- __x64_sys_mlock2) ret=-22``      kretprobe
+      ``munlockall: (__do_sys_munlockall+0x0/0xa0) orig_ax=153``  kprobe on an alias: the
+      x86 syscall number gives the arch the symbol does not (here i386)
     Tracepoint values are hex: old kernels print ``%lx`` without 0x, new ones ``0x%lx`` and
     single digits bare, which read the same in base 16. The exit value is a 64-bit register.
     """
@@ -207,6 +217,8 @@ def parse_event_text(text, bare_hex=False):
         if plus >= 0:
             symbol = symbol[:plus]
         name, arch = _call_from_symbol(symbol, event_name, arrow >= 0)
+        if arch is None and b"orig_ax" in values:
+            arch = _X86_ARCH_BY_NUMBER.get((name, values[b"orig_ax"]))
         if arrow >= 0:
             ret = values.get(b"ret")
             if ret is None:

@@ -14,7 +14,10 @@ or /proc/kallsyms, never guessed from the version:
 A kretprobe on the same symbol gives the return value (``ret=$retval:s64``). Two symbols
 at one address (``__x64_sys_munlockall`` and ``__ia32_sys_munlockall`` both alias
 ``__do_sys_munlockall``, which takes no arguments) are probed once: a second probe would
-report every call twice. Value types: ``x64``/``x32`` print 0x-prefixed hex where the
+report every call twice. The trace then names neither entry, so that probe also fetches
+the syscall number, ``orig_ax=`` (x86 ``pt_regs->orig_ax`` at +0x78: 152 for an x86_64
+caller of munlockall, 153 for an ia32 one), from which the parser tells the caller's
+arch. Value types: ``x64``/``x32`` print 0x-prefixed hex where the
 kernel has x-types (newer than 3.10); without them ``u64`` is used, which old kernels
 print as bare hex (the parser is told, see ``bare_hex``).
 
@@ -31,6 +34,9 @@ _X64_PTREGS = ("+0x70(%di)", "+0x68(%di)", "+0x60(%di)")
 _IA32_PTREGS = ("+0x28(%di)", "+0x58(%di)", "+0x60(%di)")
 _X64_REGS = ("%di", "%si", "%dx")
 _ARM64_PTREGS = ("+0(%x0)", "+8(%x0)", "+16(%x0)")
+# Where the syscall number is, for the flavours whose native and compat entries can be one
+# function (x86 pt_regs->orig_ax; both entries get the same struct pt_regs *).
+_ORIG_AX = {"__x64_sys_": "+0x78(%di)", "__ia32_sys_": "+0x78(%di)"}
 
 # (symbol prefix, arch, fetchargs, argument width in bits), in order of preference.
 _FLAVOURS = {
@@ -53,6 +59,7 @@ class Probe(object):
         self.name = name
         self.arch = arch
         self.symbol = symbol
+        self.prefix = symbol[:-len(name)]          # the entry flavour, e.g. __x64_sys_
         self.event = name if arch != "i386" else name + "_ia32"
         args = []
         for position, (arg, _) in enumerate(syscalls.ARG_SPECS[name]):
@@ -62,6 +69,10 @@ class Probe(object):
         self.entry_line = "p:%s/%s %s%s" % (group, self.event, symbol,
                                            "".join(" " + arg for arg in args))
         self.return_line = "r:%s/%s_ret %s ret=$retval:s64" % (group, self.event, symbol)
+
+    def fetch_orig_ax(self, fetcharg):
+        """Also record the syscall number (``orig_ax=``): this probe serves two arches."""
+        self.entry_line += " orig_ax=%s:u32" % fetcharg
 
     @property
     def events(self):
@@ -117,12 +128,20 @@ def plan(group, native_arch, names, events=None, x_types=True, addresses=None):
                     continue
                 address = addresses.get(symbol)
                 if address and int(address, 16) and address in probed_at:
+                    first = probed_at[address]
                     notes.append("%s is an alias of %s (one probe, both callers)" % (
-                        symbol, probed_at[address]))
+                        symbol, first.symbol))
+                    # the trace line names neither symbol (it shows __do_sys_munlockall):
+                    # the syscall number tells the caller's arch
+                    fetch = _ORIG_AX.get(prefix)
+                    if fetch is not None and fetch == _ORIG_AX.get(first.prefix) \
+                            and "orig_ax=" not in first.entry_line:
+                        first.fetch_orig_ax(fetch)
                     break
+                probe = Probe(group, name, flavour_arch, symbol, fetchargs, width, x_types)
                 if address and int(address, 16):
-                    probed_at[address] = symbol
-                probes.append(Probe(group, name, flavour_arch, symbol, fetchargs, width, x_types))
+                    probed_at[address] = probe
+                probes.append(probe)
                 break
             else:
                 if arch == native_arch:

@@ -34,8 +34,10 @@ READ_CHUNK = 1 << 20
 COALESCE_SECONDS = 0.1
 
 
-class TracefsError(tracefs.TracefsError):
-    pass
+class TracefsError(tracefs.TracefsError, OSError):
+    """Setup cannot go on; the message says why. Also an OSError, like the audit backend's
+    AuditError, so that ``start`` reports it as its message instead of a traceback (the
+    CLI catches OSError; under lockdown=confidentiality ``--backend tracefs`` showed one)."""
 
 
 def default_buffer_kb(cpus=None):
@@ -99,11 +101,19 @@ class TracefsBackend(object):
         name = tracefs.instance_name()
         self.section["instance"] = os.path.join(self.root, "instances", name)
         self._commit()
-        self.instance = tracefs.Instance.create(self.root, name)
+        try:
+            self.instance = tracefs.Instance.create(self.root, name)
+        except tracefs.TracefsError as exc:          # reported as a message (see above)
+            raise TracefsError(str(exc))
         inst = self.instance
         inst.set_option("record-tgid", True)
-        inst.set_buffer_kb(self.buffer_kb)
         inst.choose_clock()
+        # Events first, buffer size second, with the instance's recording off meanwhile.
+        # Before ~6.6 one kernel-wide flag says "buffers expanded": enabling an event
+        # anywhere expands the top-level buffer to its default size (what any first tracer
+        # does), while resizing first would set the flag with the top-level buffer still at
+        # its 7 KB placeholder, leaving every later user of it a crippled buffer.
+        inst.write("tracing_on", "0")
         if self.mode == "kprobe":
             self._add_probes(name, arch)
             for probe in self.probes:
@@ -113,13 +123,16 @@ class TracefsBackend(object):
             for call in self.events:
                 for side in ("enter", "exit"):
                     inst.enable_event("syscalls", "sys_%s_%s" % (side, call))
+        inst.set_buffer_kb(self.buffer_kb)
+        inst.write("tracing_on", "1")
         compat_probes = any(probe.arch != arch for probe in self.probes)
         clock_id = _clock_id(inst.clock)
         boot_offset = time.clock_gettime_ns(_clock_id("boot")) - time.clock_gettime_ns(clock_id)
         enricher = ProcEnricher(self.hostname,
                                 boot_ns_of_trace=lambda ts: ts + boot_offset)
         # the arch of a line whose symbol does not name it (aliases such as
-        # __do_sys_munlockall) is unknown when 32-bit callers are probed too
+        # __do_sys_munlockall) is unknown when 32-bit callers are probed too, unless the
+        # probe fetched the syscall number (orig_ax=, see probes.py)
         self.pairer = Pairer(self.emit, arch=None if compat_probes else arch,
                              clock_offset_ns=inst.clock_offset_ns, hostname=self.hostname,
                              events=self.events, enricher=enricher, own_pid=os.getpid())
