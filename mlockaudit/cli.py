@@ -133,7 +133,7 @@ def replay(file, source, outputs, format_name, events, **delivery):
               help="audit: read auditd's text instead of netlink: - (as an auditd plugin, "
                    "on stdin) or a log file to follow.")
 @click.option("--buffer-kb", type=click.IntRange(64, 1 << 20), default=None, metavar="KB",
-              help="tracefs: ring buffer per CPU (default 8192, capped at 256 MB in all).")
+              help="tracefs: ring buffer per CPU (default 16384, at most 128 MB in all).")
 @click.option("--include-uid", multiple=True, metavar="UID", help="Only these real uids.")
 @click.option("--exclude-uid", multiple=True, metavar="UID", help="Not these real uids.")
 @click.option("--include-comm", multiple=True, metavar="NAME",

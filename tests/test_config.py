@@ -80,4 +80,4 @@ def test_shipped_example_config_is_valid(tmp_path):
             settings.append(candidate)
     params = apply_to_start(tmp_path, "\n".join(settings) + "\n")
     assert params["include_uid"] == ("0", "1000") and params["spool_dir"] == "/var/spool/mlockaudit"
-    assert params["input_path"] == "/var/log/audit/audit.log" and params["buffer_kb"] == 8192
+    assert params["input_path"] == "/var/log/audit/audit.log" and params["buffer_kb"] == 16384
