@@ -294,9 +294,19 @@ done
 for m in @MODULES@; do
     [ -e /modules/$m.ko ] && ! grep -q "^$m " /proc/modules && echo "MLOCKAUDIT-VM: module $m not loaded"
 done
-mkdir -p /host
+mkdir -p /host /exchange
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose,ro host /host \
     || fail "mount of the host root over 9p"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 exchange /exchange \
+    || fail "mount of the exchange share"
+[ -f /exchange/command.sh ] || fail "no command.sh in the exchange share"
+# host directories under /tmp or /run (a checkout in /tmp, say) would be hidden by the
+# guest's own tmpfs there: held aside now, put back after
+if [ -s /exchange/binds ]; then
+    while read -r path; do
+        mkdir -p "/keep$path" && mount -o bind "/host$path" "/keep$path" || fail "hold $path"
+    done < /exchange/binds
+fi
 mount -t proc proc /host/proc || fail "proc"
 mount -t sysfs sysfs /host/sys || fail "sysfs"
 mount -t devtmpfs devtmpfs /host/dev || fail "devtmpfs"
@@ -306,10 +316,13 @@ mount -t tracefs nodev /host/sys/kernel/tracing || echo "MLOCKAUDIT-VM: no trace
 mount -t securityfs securityfs /host/sys/kernel/security 2>/dev/null
 mount -t tmpfs -o mode=1777 tmpfs /host/tmp || fail "tmpfs /tmp"
 mount -t tmpfs -o mode=755 tmpfs /host/run || fail "tmpfs /run"
+if [ -s /exchange/binds ]; then
+    while read -r path; do
+        mkdir -p "/host$path" && mount -o bind "/keep$path" "/host$path" || fail "bind $path"
+    done < /exchange/binds
+fi
 mkdir -p /host@EXCHANGE@
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 exchange /host@EXCHANGE@ \
-    || fail "mount of the exchange share"
-[ -f /host@EXCHANGE@/command.sh ] || fail "no command.sh in the exchange share"
+mount -o bind /exchange /host@EXCHANGE@ || fail "bind of the exchange share"
 echo "@MARK_READY@"
 chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/root USER=root LOGNAME=root TERM=dumb LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 \
@@ -407,6 +420,20 @@ def prepare(package=None):
 
 # --------------------------------------------------------------------------- running
 
+def _hidden_paths(*paths):
+    """Host directories the guest's tmpfs on /tmp and /run would hide: the working
+    directory (a checkout under /tmp) and the repository this harness belongs to."""
+    wanted = []
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for path in paths + (repo,):
+        if not path:
+            continue
+        path = os.path.realpath(path)
+        if (path.startswith("/tmp/") or path.startswith("/run/")) and path not in wanted:
+            wanted.append(path)
+    return wanted
+
+
 def _command_script(command, cwd, env):
     """The guest shell script: optional cd and exports, then the command."""
     if not isinstance(command, str):
@@ -416,7 +443,7 @@ def _command_script(command, cwd, env):
         lines.append("export %s=%s" % (key, shlex.quote(str(value))))
     if cwd:
         lines.append("cd %s || { echo 'vmlib: no directory %s in the guest (the host root is "
-                     "read-only there, its /tmp and /run are hidden by tmpfs)' >&2; exit 125; }"
+                     "read-only there)' >&2; exit 125; }"
                      % (shlex.quote(cwd), cwd.replace("'", "")))
     lines.append(command)
     return "\n".join(lines) + "\n"
@@ -459,6 +486,8 @@ def run_in_vm(command, kernel_params="", timeout=240, exchange_dir=None, cwd=Non
             os.unlink(os.path.join(exchange, name))
     with open(os.path.join(exchange, "command.sh"), "w") as handle:
         handle.write(_command_script(command, cwd, env))
+    with open(os.path.join(exchange, "binds"), "w") as handle:
+        handle.write("".join("%s\n" % path for path in _hidden_paths(cwd)))
     append = "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 %s" % kernel_params
     cmd = [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-smp", str(cpus), "-nographic",
            "-no-reboot", "-nic", "none", "-kernel", kernel.vmlinuz, "-initrd", initramfs,

@@ -10,7 +10,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 CAPTURES = os.path.join(FIXTURES, "captures")
 SCRIPTS = os.path.join(ROOT, "scripts")
-CORPUS = os.path.normpath(os.path.join(ROOT, "..", "shared", "corpus", "laurel-testdata"))
+# Real audit logs written elsewhere (laurel's test data): ../shared/corpus beside the
+# checkout, or where MLOCKAUDIT_CORPUS points; never copied into the project.
+CORPUS = next((path for path in (
+    os.environ.get("MLOCKAUDIT_CORPUS"),
+    os.path.normpath(os.path.join(ROOT, "..", "shared", "corpus", "laurel-testdata")),
+    "/work/shared/corpus/laurel-testdata") if path and os.path.isdir(path)),
+    os.path.normpath(os.path.join(ROOT, "..", "shared", "corpus", "laurel-testdata")))
 
 sys.path.insert(0, SCRIPTS)
 

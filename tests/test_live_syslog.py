@@ -67,3 +67,54 @@ def test_start_delivers_every_call_once_to_rsyslogd_as_cef(tmp_path):
         collector.stop()
         run_cli("cleanup", run_dir=run_dir)
         assert audit_snapshot() == before
+
+
+def _call_of(format_name, message):
+    """(pid, name, ret) from a received message of any format."""
+    import json
+    from test_formats_siem import parse_leef
+    if format_name == "tracee":
+        data = json.loads(message["msg"])
+        return data["hostProcessId"], data["eventName"], data["returnValue"]
+    if format_name == "ecs":
+        data = json.loads(message["msg"])
+        return data["process"]["pid"], data["mlockaudit"]["syscall"], data["mlockaudit"]["returnValue"]
+    if format_name == "leef":
+        _, fields = parse_leef(message["msg"])
+        return int(fields["pid"]), fields["syscall"], int(fields["ret"])
+    call = cef_call(message)
+    return call[0], call[3], call[5]
+
+
+@pytest.mark.parametrize("format_name,transport", [
+    ("tracee", "udp"), ("ecs", "tls"), ("leef", "local"), ("cef", "tls-client-cert")])
+def test_start_delivers_each_format_over_each_transport(tmp_path, format_name, transport):
+    """Every format and every transport from a live ``start`` (the full matrix runs through
+    replay in test_syslog_rsyslog.py): each call once, parsed, with true pid/name/ret."""
+    from test_syslog_rsyslog import tls_args
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    before = audit_snapshot()
+    collector = Rsyslogd(tmp_path / "rsyslog", tls=transport.startswith("tls")).start()
+    tracer = None
+    try:
+        tracer = Tracer(tmp_path, "--backend", "audit", "-o", collector.target(transport),
+                        "-f", format_name, "--stats-interval", "0",
+                        *tls_args(collector, transport), run_dir=run_dir).wait_ready()
+        truths = [run_workload(comm) for comm in HOSTILE_COMMS[:4]]
+        time.sleep(0.3)
+        assert tracer.stop() == 0, tracer.stderr
+        expected = sorted((truth["pid"], call["name"], call["ret"])
+                          for truth in truths for call in truth["calls"])
+        pids = {truth["pid"] for truth in truths}
+        messages = collector.wait_for(transport, len(expected))
+        got = sorted(call for call in (_call_of(format_name, m) for m in messages)
+                     if call[0] in pids)
+        assert got == expected
+        assert "lost=0" in tracer.stderr
+    finally:
+        if tracer is not None:
+            tracer.kill()
+        collector.stop()
+        run_cli("cleanup", run_dir=run_dir)
+        assert audit_snapshot() == before
