@@ -69,10 +69,13 @@ def test_start_delivers_every_call_once_to_rsyslogd_as_cef(tmp_path):
         assert audit_snapshot() == before
 
 
-def _call_of(format_name, message):
+def _call_of(format_name, message, transport):
     """(pid, name, ret) from a received message of any format."""
     import json
     from test_formats_siem import parse_leef
+    if transport == "local":                  # rsyslog keeps the space after "TAG:"
+        assert message["msg"].startswith(" ")
+        message = dict(message, msg=message["msg"][1:])
     if format_name == "tracee":
         data = json.loads(message["msg"])
         return data["hostProcessId"], data["eventName"], data["returnValue"]
@@ -108,7 +111,7 @@ def test_start_delivers_each_format_over_each_transport(tmp_path, format_name, t
                           for truth in truths for call in truth["calls"])
         pids = {truth["pid"] for truth in truths}
         messages = collector.wait_for(transport, len(expected))
-        got = sorted(call for call in (_call_of(format_name, m) for m in messages)
+        got = sorted(call for call in (_call_of(format_name, m, transport) for m in messages)
                      if call[0] in pids)
         assert got == expected
         assert "lost=0" in tracer.stderr
