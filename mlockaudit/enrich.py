@@ -134,7 +134,9 @@ class ProcEnricher(object):
             return Process(pid=tgid, comm=comm, hostname=self.hostname), None, False
         if comm is None and tid is not None:                 # "<...>" in the trace line
             raw = procfs.read_bytes("/proc/%d/task/%d/comm" % (tgid, tid))
-            comm = raw.rstrip(b"\n").decode("utf-8", "surrogateescape") if raw else None
+            # the file is the comm plus one newline; the comm may end in newlines itself
+            comm = (raw[:-1] if raw.endswith(b"\n") else raw).decode("utf-8", "surrogateescape") \
+                if raw else None
         ns_pids = info.ns_pids
         process = Process(
             pid=tgid, ppid=info.ppid, ns_pid=ns_pids[-1] if ns_pids else None,

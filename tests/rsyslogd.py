@@ -203,7 +203,8 @@ class Rsyslogd(object):
             return []
         with open(path, "rb") as handle:
             data = handle.read()
-        return [json.loads(line.decode("utf-8")) for line in data.splitlines() if line]
+        # rsyslogd may be writing the last line right now: only whole lines count
+        return [json.loads(line.decode("utf-8")) for line in data.split(b"\n")[:-1] if line]
 
     def wait_for(self, name, count, msgid=None, timeout=60):
         """Wait until ``count`` messages (of ``msgid``) arrived; returns all messages."""
