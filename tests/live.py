@@ -40,7 +40,7 @@ class Tracer(object):
     def wait_ready(self, timeout=30):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "ready" in self.stderr:
+            if "mlockaudit: ready: " in self.stderr:      # ("already" holds "ready")
                 return self
             if self.proc.poll() is not None:
                 raise AssertionError("mlockaudit exited (%s) before ready:\n%s"

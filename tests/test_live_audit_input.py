@@ -79,7 +79,7 @@ def test_runs_as_a_real_auditd_plugin(tmp_path, audit_guard):
             ["pgrep", "-f", "mlockaudit start"], stdout=subprocess.DEVNULL).returncode == 0:
         time.sleep(0.1)
     err = (tmp_path / "plugin.err").read_text()
-    assert "ready" in err and "mode=input" in err and "stopped: events=" in err, err
+    assert "mlockaudit: ready: " in err and "mode=input" in err and "stopped: events=" in err, err
     assert " lost=0 " in err, err
     import json
     events = [json.loads(line) for line in events_path.read_bytes().splitlines()]

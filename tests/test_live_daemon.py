@@ -54,7 +54,7 @@ def test_systemd_readiness_and_stopping(tmp_path, run_dir, tracefs_guard):
         tracer = Tracer(tmp_path, "--backend", "tracefs", run_dir=run_dir,
                         env={"NOTIFY_SOCKET": path})
         message = listener.recv(4096)
-        assert message.startswith(b"READY=1") and "ready" in tracer.stderr
+        assert message.startswith(b"READY=1") and "mlockaudit: ready: " in tracer.stderr
         tracer.stop()
         assert listener.recv(4096) == b"STOPPING=1"
     finally:

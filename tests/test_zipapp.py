@@ -59,7 +59,7 @@ def test_doctor_start_and_cleanup(pyz, tmp_path):
                             env=dict(os.environ, **env))
     try:
         deadline = time.monotonic() + 30
-        while b"ready" not in (tmp_path / "err").read_bytes():
+        while b"mlockaudit: ready: " not in (tmp_path / "err").read_bytes():
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "err").read_bytes()
             time.sleep(0.05)
         truth = run_workload(b"from-pyz")
