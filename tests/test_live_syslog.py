@@ -33,40 +33,48 @@ def cef_call(message):
             tuple(args), int(labelled["returnValue"]))
 
 
-def test_start_delivers_every_call_once_to_rsyslogd_as_cef(tmp_path):
+def deliver(tmp_path, format_name, transport, comms, thread_every=0):
+    """``start --backend audit -o <rsyslogd's transport> -f FORMAT`` while workloads run
+    -> (truths, messages received, tracer stderr). The audit state is checked after."""
+    from test_syslog_rsyslog import tls_args
     run_dir = str(tmp_path / "run")
     os.makedirs(run_dir)
     before = audit_snapshot()
-    collector = Rsyslogd(tmp_path / "rsyslog", tls=False).start()
+    collector = Rsyslogd(tmp_path / "rsyslog", tls=transport.startswith("tls")).start()
     tracer = None
     try:
-        tracer = Tracer(tmp_path, "--backend", "audit", "-o", collector.target("tcp"),
-                        "-f", "cef", "--stats-interval", "0", run_dir=run_dir).wait_ready()
-        truths = [run_workload(comm, thread=(index % 3 == 0))
-                  for index, comm in enumerate(HOSTILE_COMMS)]
+        tracer = Tracer(tmp_path, "--backend", "audit", "-o", collector.target(transport),
+                        "-f", format_name, "--stats-interval", "0",
+                        *tls_args(collector, transport), run_dir=run_dir).wait_ready()
+        truths = [run_workload(comm, thread=bool(thread_every) and index % thread_every == 0)
+                  for index, comm in enumerate(comms)]
         time.sleep(0.3)
         assert tracer.stop() == 0, tracer.stderr
-        expected = truth_calls(truths, with_tid=False)
-        pids = {truth["pid"] for truth in truths}
-        messages = collector.wait_for("tcp", len(expected))
-        ours = []
-        for message in messages:
-            assert message["app"] == "mlockaudit"
-            assert "#0" not in message["raw"] and "#1" not in message["raw"]
-            sd = parse_sd(message["sd"])
-            assert [element[0] for element in sd] == ["meta", "mlockaudit@32473"]
-            call = cef_call(message)
-            assert call[3] == message["msgid"]
-            if call[0] in pids:
-                ours.append(call)
-        assert sorted(ours, key=repr) == expected            # each call once, true values
-        assert "lost=0" in tracer.stderr
+        count = sum(len(truth["calls"]) for truth in truths)
+        return truths, collector.wait_for(transport, count), tracer.stderr
     finally:
         if tracer is not None:
             tracer.kill()
         collector.stop()
         run_cli("cleanup", run_dir=run_dir)
         assert audit_snapshot() == before
+
+
+def test_start_delivers_every_call_once_to_rsyslogd_as_cef(tmp_path):
+    truths, messages, stderr = deliver(tmp_path, "cef", "tcp", HOSTILE_COMMS, thread_every=3)
+    pids = {truth["pid"] for truth in truths}
+    ours = []
+    for message in messages:
+        assert message["app"] == "mlockaudit"
+        assert "#0" not in message["raw"] and "#1" not in message["raw"]
+        sd = parse_sd(message["sd"])
+        assert [element[0] for element in sd] == ["meta", "mlockaudit@32473"]
+        call = cef_call(message)
+        assert call[3] == message["msgid"]
+        if call[0] in pids:
+            ours.append(call)
+    assert sorted(ours, key=repr) == truth_calls(truths, with_tid=False)   # once, true values
+    assert "lost=0" in stderr
 
 
 def _call_of(format_name, message, transport):
@@ -94,30 +102,10 @@ def _call_of(format_name, message, transport):
 def test_start_delivers_each_format_over_each_transport(tmp_path, format_name, transport):
     """Every format and every transport from a live ``start`` (the full matrix runs through
     replay in test_syslog_rsyslog.py): each call once, parsed, with true pid/name/ret."""
-    from test_syslog_rsyslog import tls_args
-    run_dir = str(tmp_path / "run")
-    os.makedirs(run_dir)
-    before = audit_snapshot()
-    collector = Rsyslogd(tmp_path / "rsyslog", tls=transport.startswith("tls")).start()
-    tracer = None
-    try:
-        tracer = Tracer(tmp_path, "--backend", "audit", "-o", collector.target(transport),
-                        "-f", format_name, "--stats-interval", "0",
-                        *tls_args(collector, transport), run_dir=run_dir).wait_ready()
-        truths = [run_workload(comm) for comm in HOSTILE_COMMS[:4]]
-        time.sleep(0.3)
-        assert tracer.stop() == 0, tracer.stderr
-        expected = sorted((truth["pid"], call["name"], call["ret"])
-                          for truth in truths for call in truth["calls"])
-        pids = {truth["pid"] for truth in truths}
-        messages = collector.wait_for(transport, len(expected))
-        got = sorted(call for call in (_call_of(format_name, m, transport) for m in messages)
-                     if call[0] in pids)
-        assert got == expected
-        assert "lost=0" in tracer.stderr
-    finally:
-        if tracer is not None:
-            tracer.kill()
-        collector.stop()
-        run_cli("cleanup", run_dir=run_dir)
-        assert audit_snapshot() == before
+    truths, messages, stderr = deliver(tmp_path, format_name, transport, HOSTILE_COMMS[:4])
+    pids = {truth["pid"] for truth in truths}
+    got = sorted(call for call in (_call_of(format_name, m, transport) for m in messages)
+                 if call[0] in pids)
+    assert got == sorted((truth["pid"], call["name"], call["ret"])
+                         for truth in truths for call in truth["calls"])
+    assert "lost=0" in stderr

@@ -20,10 +20,9 @@ final ``events=N lost=M`` line.
 
 import errno
 import os
-import select
 import time
 
-from .. import procfs
+from .. import loop, procfs
 from .assembler import Assembler
 from .lifecycle import AuditSetup, dead_daemon_pid
 from .netlink import AuditControl, AuditError, BatchReceiver, RecordSocket, split_datagram
@@ -295,21 +294,7 @@ class AuditBackend(object):
         self.kernel_lost = max(0, status["lost"] - self.lost_at_start)
 
     def run(self, should_stop, wakeup_fd=None, on_tick=None):
-        poller = select.poll()
-        if self.fileno() is not None:
-            poller.register(self.fileno(), select.POLLIN)
-        if wakeup_fd is not None:
-            poller.register(wakeup_fd, select.POLLIN)
-        last_tick = time.monotonic()
-        while not should_stop() and not self.finished:
-            poller.poll(200)
-            self.pump()
-            now = time.monotonic()
-            if now - last_tick >= 0.2:
-                last_tick = now
-                self.tick(now)
-                if on_tick is not None:
-                    on_tick()
+        loop.run(self, should_stop, wakeup_fd, on_tick)
 
     # -- stop --------------------------------------------------------------------------
 

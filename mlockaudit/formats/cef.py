@@ -24,7 +24,7 @@ import time
 
 from .. import syscalls
 from .common import (ACTIONS, CEF_SEVERITY, DEFAULT_SEVERITIES, PRODUCT, VENDOR, VERSION,
-                     event_name_text, raw_bytes, safe_text)
+                     event_name_text, raw_bytes, safe_text, process_part)
 
 NAME = "cef"
 
@@ -75,7 +75,6 @@ def render_process(process):
     if exe_hex is not None:
         tail.append("flexString2Label=executableHex flexString2=" + exe_hex)
     rendered = ("".join(" " + part for part in head), "".join(" " + part for part in tail))
-    process.rendered[NAME] = rendered
     return rendered
 
 
@@ -95,9 +94,7 @@ def _header(key):
 def format_event(event, severities=DEFAULT_SEVERITIES):
     """Event -> one CEF line (no newline)."""
     process = event.process
-    rendered = process.rendered.get(NAME)
-    if rendered is None:
-        rendered = render_process(process)
+    rendered = process_part(process, NAME, render_process)
     outcome = event.outcome
     name = event.name
     ret = event.ret

@@ -152,3 +152,13 @@ def event_name_text(name, ret):
     if ret >= 0:
         return "%s succeeded" % name
     return "%s failed: %s" % (name, syscalls.errno_name(ret) or ret)
+
+
+def process_part(process, format_name, render):
+    """What a format renders of a Process, made once and cached on it (Process.rendered):
+    every call of one process shares it."""
+    rendered = process.rendered.get(format_name)
+    if rendered is None:
+        rendered = render(process)
+        process.rendered[format_name] = rendered
+    return rendered

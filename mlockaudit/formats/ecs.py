@@ -17,7 +17,7 @@ import time
 from json.encoder import encode_basestring_ascii as _quote
 
 from .. import syscalls
-from .common import ACTIONS, DEFAULT_SEVERITIES, iso_utc
+from .common import ACTIONS, DEFAULT_SEVERITIES, iso_utc, process_part
 from .tracee import json_members, json_string, json_value
 
 NAME = "ecs"
@@ -86,7 +86,6 @@ def render_process(process):
         if raw is not None:
             members += ',"%s":"%s"' % (key, raw)
     rendered = (head, rest, members)
-    process.rendered[NAME] = rendered
     return rendered
 
 
@@ -119,9 +118,7 @@ def _args_object(event):
 def format_event(event, severities=DEFAULT_SEVERITIES):
     """Event -> one ECS JSON document (no newline)."""
     process = event.process
-    rendered = process.rendered.get(NAME)
-    if rendered is None:
-        rendered = render_process(process)
+    rendered = process_part(process, NAME, render_process)
     outcome = event.outcome
     name = event.name
     key = (name, outcome, event.backend, severities[outcome])

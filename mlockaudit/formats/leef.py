@@ -15,7 +15,7 @@ import time
 
 from .. import syscalls
 from .common import (ACTIONS, DEFAULT_SEVERITIES, LEEF_SEVERITY, PRODUCT, VENDOR, VERSION,
-                     leef_time, safe_text)
+                     leef_time, safe_text, process_part)
 
 NAME = "leef"
 DELIMITER = "^"
@@ -47,7 +47,6 @@ def render_process(process):
                 tail.append("%sHex=%s" % (key, raw))
     rendered = ("".join(DELIMITER + part for part in head),
                 "".join(DELIMITER + part for part in tail))
-    process.rendered[NAME] = rendered
     return rendered
 
 
@@ -66,9 +65,7 @@ def _head(key):
 def format_event(event, severities=DEFAULT_SEVERITIES):
     """Event -> one LEEF 2.0 line (no newline)."""
     process = event.process
-    rendered = process.rendered.get(NAME)
-    if rendered is None:
-        rendered = render_process(process)
+    rendered = process_part(process, NAME, render_process)
     outcome = event.outcome
     name = event.name
     key = (name, outcome, severities[outcome], event.backend)

@@ -15,6 +15,7 @@ Tracee's Go encoder shows them, and the exact bytes are kept in ``mlockaudit.<fi
 from json.encoder import encode_basestring_ascii as _quote
 
 from .. import syscalls
+from .common import process_part
 from ..event import to_c_int
 
 NAME = "tracee"
@@ -91,7 +92,6 @@ def render_process(process):
             json_string(process.container_id)[0]),
         ext,
     )
-    process.rendered[NAME] = rendered
     return rendered
 
 
@@ -154,9 +154,7 @@ def _line_parts(process, call_key):
     returnValue, args, flags, errno, event extras): 9 static strings, cached on the
     Process. Joining them with the values is about twice as fast as ``%`` on the whole
     line, and no string the process chose ever becomes part of a format string."""
-    rendered = process.rendered.get(NAME)
-    if rendered is None:
-        rendered = render_process(process)
+    rendered = process_part(process, NAME, render_process)
     call = _CALLS.get(call_key)
     if call is None:
         call = _call_fragments(call_key)

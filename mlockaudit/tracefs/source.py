@@ -15,9 +15,9 @@ exit was overwritten is still reported, marked incomplete.
 
 import errno
 import os
-import select
 import time
 
+from .. import loop
 from ..enrich import ProcEnricher
 from ..syscalls import FAMILY, host_arch
 from . import instance as tracefs
@@ -230,25 +230,13 @@ class TracefsBackend(object):
     def tick(self, now):
         self.pairer.expire(time.clock_gettime_ns(self._clock_id))
 
+    finished = False                   # (the trace pipe never ends by itself)
+
     def run(self, should_stop, wakeup_fd=None, on_tick=None):
-        poller = select.poll()
-        poller.register(self.fileno(), select.POLLIN)
-        if wakeup_fd is not None:
-            poller.register(wakeup_fd, select.POLLIN)
-        last_tick = time.monotonic()
-        while not should_stop():
-            if poller.poll(200) and not should_stop():
-                # Let the kernel save the comm and tgid of new tasks first: it records them
-                # at their next context switch (the trace line is printed when read, from
-                # those saved maps, and shows <...> and (-------) before that).
-                time.sleep(COALESCE_SECONDS)
-            self.pump()
-            now = time.monotonic()
-            if now - last_tick >= 0.2:
-                last_tick = now
-                self.tick(now)
-                if on_tick is not None:
-                    on_tick()
+        # Let the kernel save the comm and tgid of new tasks before reading: it records
+        # them at their next context switch, and a trace line (printed when read, from
+        # those saved maps) shows <...> and (-------) before that.
+        loop.run(self, should_stop, wakeup_fd, on_tick, settle=COALESCE_SECONDS)
 
     def _overruns(self):
         if self.instance is None:
