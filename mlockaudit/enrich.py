@@ -82,83 +82,100 @@ def read_proc(pid):
     return info
 
 
-def thread_group(tid):
-    """The tgid of a thread id, from /proc (None when it is gone)."""
+class ThreadInfo(object):
+    """/proc facts about one thread: its start, thread group, comm, namespaced id."""
+
+    __slots__ = ("start_ticks", "tgid", "comm", "ns_tid")
+
+
+def read_thread(tid):
+    """ThreadInfo for a thread id (/proc/TID works for any thread), or None when gone."""
+    stat = procfs.read_bytes("/proc/%d/stat" % tid)
     status = procfs.read_bytes("/proc/%d/status" % tid)
-    if status:
-        for line in status.split(b"\n"):
-            if line.startswith(b"Tgid:"):
-                return int(line.split()[1])
-    return None
+    comm = procfs.read_bytes("/proc/%d/comm" % tid)
+    if stat is None or status is None or comm is None:
+        return None
+    info = ThreadInfo()
+    try:
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X"):
+            return None
+        info.start_ticks = int(fields[19])
+    except (ValueError, IndexError):
+        return None
+    info.tgid = info.ns_tid = None
+    for line in status.split(b"\n"):
+        if line.startswith(b"Tgid:"):
+            info.tgid = int(line.split()[1])
+        elif line.startswith(b"NSpid:"):
+            info.ns_tid = int(line.split()[-1])
+    # the file is the comm plus one newline; the comm may end in newlines itself
+    info.comm = (comm[:-1] if comm.endswith(b"\n") else comm).decode("utf-8", "surrogateescape")
+    return info
 
 
 class ProcEnricher(object):
-    """(tgid, tid, comm column bytes, call time) -> (Process, thread id in its namespace).
-    Plugs into tracefs.pairing.Pairer as its ``enricher``."""
+    """(tgid column, tid, comm column bytes, call time) -> (Process, namespaced thread id).
+    Plugs into tracefs.pairing.Pairer as its ``enricher``.
+
+    The thread id of a trace line comes from the record itself and is always right; the
+    tgid and comm columns come from maps ftrace fills at context switches (saved_tgids,
+    saved_cmdlines), which do not know a brand-new task yet and may still hold a previous
+    task that had the same pid. So the thread is looked up in /proc: when it is alive and
+    started before the call, its thread group is authoritative, and if the tgid column
+    disagrees, the columns were stale and the comm is taken from /proc too. When the thread
+    is gone, the columns are all there is (``procInfo: false`` in the event says so)."""
 
     def __init__(self, hostname, boot_ns_of_trace=None, clock=time.monotonic):
         self.hostname = hostname
         self.boot_ns_of_trace = boot_ns_of_trace    # trace ts -> ns since boot, if known
         self._clock = clock
         self._cache = {}
-        self.gone = 0                               # processes already gone when read
-        self.reused = 0                             # pids that belonged to another process
+        self.gone = 0                               # threads already gone when read
+        self.reused = 0                             # pids that belonged to another task
+        self.stale_columns = 0                      # tgid column contradicted by /proc
 
     def __call__(self, tgid, tid, comm_field, ts_ns):
-        key = (tgid, comm_field)
+        key = (tid, comm_field) if tid is not None else (tgid, comm_field)
         cached = self._cache.get(key)
         now = self._clock()
         if cached is None or now - cached[2] >= REVALIDATE_SECONDS:
-            process, start_ticks, child_ns = self._build(tgid, tid, decode_comm(comm_field),
-                                                         ts_ns, cached)
+            process, ns_tid, start_ticks = self._build(tgid, tid, decode_comm(comm_field),
+                                                       ts_ns, cached)
             if len(self._cache) >= 8192:
                 self._cache.clear()
-            cached = self._cache[key] = (process, start_ticks, now, child_ns)
-        process, _, _, child_ns = cached
-        if tid is None or process.ns_pid is None:
-            return process, None
-        return process, (self._ns_tid(process.pid, tid) if child_ns else tid)
+            cached = self._cache[key] = (process, ns_tid, now, start_ticks)
+        return cached[0], cached[1]
 
     def _build(self, tgid, tid, comm, ts_ns, cached):
-        if tgid is None and tid is not None:          # "(-------)": the tgid was not saved
-            tgid = thread_group(tid)
-        info = read_proc(tgid) if tgid is not None else None
-        if info is not None and cached is not None and cached[1] == info.start_ticks:
-            return cached[0], info.start_ticks, cached[3]   # same process: keep it
-        if info is not None and not self._started_before(info, ts_ns):
+        thread = read_thread(tid) if tid is not None else None
+        if thread is not None and cached is not None and cached[3] == thread.start_ticks:
+            return cached[0], cached[1], thread.start_ticks     # the same thread: keep it
+        if thread is not None and not self._started_before(thread.start_ticks, ts_ns):
             self.reused += 1
-            info = None
-        if info is None:
-            if tgid is not None:
-                self.gone += 1
-            return Process(pid=tgid, comm=comm, hostname=self.hostname), None, False
-        if comm is None and tid is not None:                 # "<...>" in the trace line
-            raw = procfs.read_bytes("/proc/%d/task/%d/comm" % (tgid, tid))
-            # the file is the comm plus one newline; the comm may end in newlines itself
-            comm = (raw[:-1] if raw.endswith(b"\n") else raw).decode("utf-8", "surrogateescape") \
-                if raw else None
+            thread = None
+        info = read_proc(thread.tgid) if thread is not None and thread.tgid else None
+        if thread is None or info is None:
+            self.gone += 1
+            return (Process(pid=tgid, comm=comm, hostname=self.hostname,
+                            extra={"procInfo": False}), None, None)
+        if tgid is not None and tgid != thread.tgid:
+            self.stale_columns += 1                 # the maps spoke of a former task
+            comm = thread.comm
+        elif comm is None:                          # "<...>" in the trace line
+            comm = thread.comm
         ns_pids = info.ns_pids
         process = Process(
-            pid=tgid, ppid=info.ppid, ns_pid=ns_pids[-1] if ns_pids else None,
+            pid=thread.tgid, ppid=info.ppid, ns_pid=ns_pids[-1] if ns_pids else None,
             ns_ppid=info.ns_ppid, uid=info.uid, comm=comm, exe=info.exe,
             hostname=self.hostname, container_id=info.container_id,
             extra={"euid": info.euid, "gid": info.gid, "egid": info.egid,
-                   "cmdline": info.cmdline})
-        return process, info.start_ticks, len(ns_pids) > 1
+                   "cmdline": info.cmdline, "procInfo": True})
+        return process, thread.ns_tid, thread.start_ticks
 
-    def _started_before(self, info, ts_ns):
-        """False when the process under this pid started after the call: not the caller."""
+    def _started_before(self, start_ticks, ts_ns):
+        """False when the task under this id started after the call: not the caller."""
         if self.boot_ns_of_trace is None or ts_ns is None:
             return True
-        started_ns = info.start_ticks * (1000000000 // _TICKS)
+        started_ns = start_ticks * (1000000000 // _TICKS)
         return started_ns <= self.boot_ns_of_trace(ts_ns) + 10000000   # /proc is 10 ms coarse
-
-    @staticmethod
-    def _ns_tid(tgid, tid):
-        """A thread's id inside its (child) pid namespace."""
-        status = procfs.read_bytes("/proc/%d/task/%d/status" % (tgid, tid))
-        if status:
-            for line in status.split(b"\n"):
-                if line.startswith(b"NSpid:"):
-                    return int(line.split()[-1])
-        return None

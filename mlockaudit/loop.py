@@ -7,10 +7,9 @@ import time
 TICK_SECONDS = 0.2
 
 
-def run(backend, should_stop, wakeup_fd=None, on_tick=None, settle=0.0):
+def run(backend, should_stop, wakeup_fd=None, on_tick=None):
     """Until ``should_stop()`` (or ``backend.finished``): ``backend.pump()`` whenever its
-    fd is readable, ``backend.tick(now)`` and ``on_tick()`` every TICK_SECONDS.
-    ``settle``: seconds to wait after a wakeup before reading (see tracefs.source)."""
+    fd is readable, ``backend.tick(now)`` and ``on_tick()`` every TICK_SECONDS."""
     poller = select.poll()
     if backend.fileno() is not None:
         poller.register(backend.fileno(), select.POLLIN)
@@ -18,8 +17,7 @@ def run(backend, should_stop, wakeup_fd=None, on_tick=None, settle=0.0):
         poller.register(wakeup_fd, select.POLLIN)
     last_tick = time.monotonic()
     while not should_stop() and not backend.finished:
-        if poller.poll(TICK_SECONDS * 1000) and settle and not should_stop():
-            time.sleep(settle)
+        poller.poll(TICK_SECONDS * 1000)
         backend.pump()
         now = time.monotonic()
         if now - last_tick >= TICK_SECONDS:

@@ -166,3 +166,15 @@ def tracefs_snapshot(root=TRACEFS):
 def mount_tracefs():
     if not os.path.isdir(os.path.join(TRACEFS, "events")):
         subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=True)
+
+
+def comparable_calls(events, truths, with_tid=True):
+    """(got, want) call lists of events and the workload's truth. A comm the trace cannot
+    show is reported as null, never as a wrong name: a null comm is accepted only where the
+    truth is the literal "<...>" (ftrace's own word for unknown) and the process was gone
+    before /proc could be read."""
+    unknowable = {truth["pid"] for truth in truths if truth["comm_hex"] == b"<...>".hex()}
+    got = [call[:2] + (b"<...>",) + call[3:] if call[2] is None and call[0] in unknowable
+           else call
+           for call in event_calls(events, {truth["pid"] for truth in truths}, with_tid)]
+    return sorted(got, key=repr), truth_calls(truths, with_tid)

@@ -52,3 +52,17 @@ def test_gone_process_gives_nulls_and_a_reused_pid_is_not_trusted():
     process, _ = ProcEnricher("host", boot_ns_of_trace=lambda ts: ts)(
         os.getpid(), os.getpid(), b"           x", early)
     assert process.uid is None and process.exe is None
+
+
+def test_stale_columns_are_overruled_by_proc():
+    """The tgid/comm columns come from maps that may still describe a former task with the
+    same pid: a live thread's /proc entry wins, comm included."""
+    proc = hold(b"true-name")
+    try:
+        enricher = ProcEnricher("host", boot_ns_of_trace=lambda ts: ts)
+        process, _ = enricher(1, proc.pid, b"     former-task", boot_ns())
+        assert process.pid == proc.pid and process.comm == "true-name"
+        assert enricher.stale_columns == 1 and process.extra["procInfo"] is True
+    finally:
+        proc.kill()
+        proc.wait()

@@ -406,14 +406,8 @@ def vm_ready():
 
 
 def _calls(events, truths, with_tid=True):
-    """(got, want) as tests/live.py's tuples; a null comm is accepted only where the truth
-    is the literal "<...>" (ftrace's own word for an unknown comm)."""
-    from live import event_calls, truth_calls
-    unknown = {truth["pid"] for truth in truths if truth["comm_hex"] == b"<...>".hex()}
-    got = [call[:2] + (b"<...>",) + call[3:] if call[2] is None and call[0] in unknown
-           else call
-           for call in event_calls(events, {truth["pid"] for truth in truths}, with_tid)]
-    return sorted(got, key=repr), truth_calls(truths, with_tid)
+    from live import comparable_calls
+    return comparable_calls(events, truths, with_tid)
 
 
 def _check_traced(facts, key, probe, with_tid=True):

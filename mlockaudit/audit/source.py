@@ -332,7 +332,9 @@ class AuditBackend(object):
                 "lost": lost, "kernel_lost": self.kernel_lost, "serial_gaps": self.gaps.lost,
                 "enobufs": self.enobufs, "incomplete": self.assembler.incomplete,
                 "records": self.records, "rejected": self.rejected,
-                "in_flight": self.assembler.in_flight}
+                "foreign": self.assembler.foreign, "orphans": self.assembler.orphans,
+                "in_flight": self.assembler.in_flight,
+                "rotations": getattr(self.text, "rotations", 0)}
 
 
 def _native_arch():

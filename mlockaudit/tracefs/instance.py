@@ -136,9 +136,6 @@ class Instance(object):
                 return clock_name
         return None
 
-    def has_event(self, system, event):
-        return os.path.isdir(self.file("events/%s/%s" % (system, event)))
-
     def enable_event(self, system, event, on=True):
         self.write("events/%s/%s/enable" % (system, event), "1" if on else "0")
 

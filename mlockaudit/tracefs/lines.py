@@ -216,7 +216,7 @@ def parse_event_text(text, bare_hex=False):
         plus = symbol.find(b"+")
         if plus >= 0:
             symbol = symbol[:plus]
-        name, arch = _call_from_symbol(symbol, event_name, arrow >= 0)
+        name, arch = _call_from_symbol(symbol, event_name)
         if arch is None and b"orig_ax" in values:
             arch = _X86_ARCH_BY_NUMBER.get((name, values[b"orig_ax"]))
         if arrow >= 0:
@@ -228,7 +228,7 @@ def parse_event_text(text, bare_hex=False):
     raise TraceLineError("unknown event text")
 
 
-def _call_from_symbol(symbol, event_name, is_return):
+def _call_from_symbol(symbol, event_name):
     for prefix, arch in _SYMBOL_PREFIXES:
         if symbol.startswith(prefix):
             return symbol[len(prefix):].decode("ascii", "replace"), arch

@@ -33,7 +33,6 @@ from .pairing import Pairer
 DEFAULT_BUFFER_KB = 16384
 TOTAL_BUFFER_CAP_KB = 128 * 1024
 READ_CHUNK = 1 << 20
-COALESCE_SECONDS = 0.1
 
 
 class TracefsError(tracefs.TracefsError, OSError):
@@ -71,6 +70,7 @@ class TracefsBackend(object):
         self.probes = []
         self.parser = LineParser()
         self.pairer = None
+        self.enricher = None
         self._partial = b""
         self._overrun_at_start = {}
         self.overrun = 0
@@ -130,8 +130,8 @@ class TracefsBackend(object):
         compat_probes = any(probe.arch != arch for probe in self.probes)
         clock_id = _clock_id(inst.clock)
         boot_offset = time.clock_gettime_ns(_clock_id("boot")) - time.clock_gettime_ns(clock_id)
-        enricher = ProcEnricher(self.hostname,
-                                boot_ns_of_trace=lambda ts: ts + boot_offset)
+        enricher = self.enricher = ProcEnricher(self.hostname,
+                                                boot_ns_of_trace=lambda ts: ts + boot_offset)
         # the arch of a line whose symbol does not name it (aliases such as
         # __do_sys_munlockall) is unknown when 32-bit callers are probed too, unless the
         # probe fetched the syscall number (orig_ax=, see probes.py)
@@ -233,10 +233,9 @@ class TracefsBackend(object):
     finished = False                   # (the trace pipe never ends by itself)
 
     def run(self, should_stop, wakeup_fd=None, on_tick=None):
-        # Let the kernel save the comm and tgid of new tasks before reading: it records
-        # them at their next context switch, and a trace line (printed when read, from
-        # those saved maps) shows <...> and (-------) before that.
-        loop.run(self, should_stop, wakeup_fd, on_tick, settle=COALESCE_SECONDS)
+        # Read as soon as records are there: the sooner /proc is read, the more processes
+        # are still alive to tell their details (see enrich.ProcEnricher).
+        loop.run(self, should_stop, wakeup_fd, on_tick)
 
     def _overruns(self):
         if self.instance is None:
@@ -277,7 +276,10 @@ class TracefsBackend(object):
                 "lost": max(self.overrun, lost_lines), "overrun": self.overrun,
                 "lost_lines": lost_lines, "incomplete": pairer.incomplete if pairer else 0,
                 "rejected_lines": sum(self.parser.rejected.values()),
-                "in_flight": pairer.in_flight if pairer else 0}
+                "in_flight": pairer.in_flight if pairer else 0, "bytes": self.bytes_read,
+                "proc_gone": self.enricher.gone if self.enricher else 0,
+                "pid_reused": self.enricher.reused if self.enricher else 0,
+                "stale_columns": self.enricher.stale_columns if self.enricher else 0}
 
 
 def _append(path, line):
