@@ -24,9 +24,7 @@ def cleanup_stale(log=None):
     Called by ``start`` after it took the instance lock, and by ``cleanup``."""
     done = []
     store = StateFile()
-    state = stale_state(store)
-    if state is not None and state.get("pid") == os.getpid():
-        state = None                                # our own, fresh session
+    state = stale_state(store)          # (a live owner, this process included, is not stale)
     audit_section = (state or {}).get("audit") or {}
     done += _cleanup_tracefs((state or {}).get("tracefs") or {})
     done += _cleanup_audit(audit_section, log)

@@ -63,6 +63,19 @@ _DELIVERY_OPTIONS = (
 )
 
 
+def _output_options(command):
+    """-o, -f and --events: the same on replay and start."""
+    for option in reversed((
+            click.option("-o", "--output", "outputs", multiple=True, metavar="TARGET",
+                         help=TARGETS_HELP),
+            click.option("-f", "--format", "format_name", type=click.Choice(FORMAT_CHOICES),
+                         default="tracee", show_default=True),
+            click.option("--events", metavar="LIST",
+                         help="Only these calls, e.g. mlock2,mlockall."))):
+        command = option(command)
+    return command
+
+
 def _delivery_options(command):
     for option in reversed(_DELIVERY_OPTIONS):
         command = option(command)
@@ -93,10 +106,7 @@ def main():
 @click.argument("file")
 @click.option("--source", type=click.Choice(["auto", "audit", "trace"]), default="auto",
               show_default=True, help="Kind of capture (auto: from its first lines).")
-@click.option("-o", "--output", "outputs", multiple=True, metavar="TARGET", help=TARGETS_HELP)
-@click.option("-f", "--format", "format_name", type=click.Choice(FORMAT_CHOICES),
-              default="tracee", show_default=True)
-@click.option("--events", metavar="LIST", help="Only these calls, e.g. mlock2,mlockall.")
+@_output_options
 @_delivery_options
 def replay(file, source, outputs, format_name, events, **delivery):
     """Turn a saved audit log or trace_pipe capture (FILE, - for stdin) into events."""
@@ -125,10 +135,7 @@ def replay(file, source, outputs, format_name, events, **delivery):
               show_default=True, help="Where events come from (auto: see doctor).")
 @click.option("--probe", type=click.Choice(["auto", "tracepoint", "kprobe"]), default="auto",
               show_default=True, help="tracefs: syscall tracepoints or kprobes.")
-@click.option("-o", "--output", "outputs", multiple=True, metavar="TARGET", help=TARGETS_HELP)
-@click.option("-f", "--format", "format_name", type=click.Choice(FORMAT_CHOICES),
-              default="tracee", show_default=True)
-@click.option("--events", metavar="LIST", help="Only these calls, e.g. mlock2,mlockall.")
+@_output_options
 @click.option("--input", "input_path", metavar="PATH",
               help="audit: read auditd's text instead of netlink: - (as an auditd plugin, "
                    "on stdin) or a log file to follow.")

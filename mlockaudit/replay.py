@@ -129,16 +129,6 @@ def replay(path, emit, source="auto", events=None):
             stream.close()
 
 
-def _filtered(emit, wanted):
-    if wanted is None:
-        return emit
-
-    def emit_wanted(event):
-        if event.name in wanted:
-            emit(event)
-    return emit_wanted
-
-
 def _replay_audit(stream, emit, wanted):
     stats = ReplayStats("audit")
     assembler = Assembler(emit, max_pending=4096, wanted=wanted)
@@ -178,7 +168,7 @@ def _replay_trace(stream, emit, wanted):
         stats.lines += 1
         stats.skipped += 1
     offset = header.get("epoch_offset_ns")
-    pairer = Pairer(_filtered(emit, wanted), arch=header.get("arch"),
+    pairer = Pairer(emit, arch=header.get("arch"), events=wanted,
                     clock_offset_ns=int(offset) if offset else None,
                     hostname=header.get("hostname"))
     feed = pairer.feed

@@ -77,7 +77,7 @@ def test_split_datagram_takes_sizes_from_the_datagram_not_nlmsg_len():
     assert split_datagram(ack) is None
 
 
-def test_read_mode_choice(monkeypatch):
+def test_read_mode_choice():
     status = {"pid": 0}
     assert choose_mode(status)[0] == "unicast"
     status = {"pid": 2 ** 22 + 12345}            # no such process

@@ -27,7 +27,6 @@ ACTIONS = {
 }
 
 #: Syslog severities (RFC 5424 numeric): 0 emerg .. 7 debug.
-SEVERITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 
 #: Default syslog severity per outcome: a successful lock is routine (info); a failed one
 #: (EPERM over RLIMIT_MEMLOCK, ENOMEM, EINVAL) is worth a look (warning); a call whose exit
