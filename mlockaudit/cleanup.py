@@ -72,7 +72,7 @@ def _cleanup_audit(section, log):
         return done
     try:
         control = AuditControl()
-    except OSError as exc:                          # no NETLINK_AUDIT (not root, no audit)
+    except (OSError, ImportError) as exc:           # no NETLINK_AUDIT, or no pyroute2
         if section:
             raise CleanupError("cannot reach the audit subsystem to undo a dead run: %s" % exc)
         return done

@@ -171,7 +171,7 @@ def start(ctx, **params):
     except StartError as exc:
         click.echo("mlockaudit: %s" % exc, err=True)
         code = 1
-    except OSError as exc:
+    except (OSError, ImportError) as exc:          # ImportError: pyroute2 (audit)
         click.echo("mlockaudit: cannot start: %s" % exc, err=True)
         code = 1
     finally:

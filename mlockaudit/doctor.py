@@ -132,8 +132,8 @@ def probe_audit(version):
         from .audit.netlink import AuditControl
         with AuditControl() as control:
             status = control.status()
-    except ImportError as exc:
-        info["why"] = "pyroute2 missing: %s" % exc
+    except ImportError as exc:                      # PyrouteMissing included
+        info["why"] = str(exc)
         return info
     except OSError as exc:
         info["why"] = "cannot talk to the kernel's audit (NETLINK_AUDIT): %s" % (

@@ -1,5 +1,6 @@
 """Shared helpers: paths, the workload's ground truth, and comparing events to it."""
 
+import glob
 import json
 import os
 import sys
@@ -19,6 +20,22 @@ CORPUS = next((path for path in (
     os.path.normpath(os.path.join(ROOT, "..", "shared", "corpus", "laurel-testdata")))
 
 sys.path.insert(0, SCRIPTS)
+
+
+def legacy_python(version):
+    """The CPython ``version`` ("3.6") to test the legacy hosts' interpreters with: the
+    newest pyenv build of that line (``$PYENV_ROOT`` or ~/.pyenv), or the path in
+    ``MLOCKAUDIT_PYTHON_3_6``; None when this machine has none."""
+    override = os.environ.get("MLOCKAUDIT_PYTHON_" + version.replace(".", "_"))
+    if override:
+        return override if os.path.exists(override) else None
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    found = []
+    for path in glob.glob(os.path.join(root, "versions", version + ".*", "bin", "python3")):
+        parts = os.path.basename(os.path.dirname(os.path.dirname(path))).split(".")
+        if len(parts) == 3 and all(part.isdigit() for part in parts):
+            found.append((tuple(int(part) for part in parts), path))
+    return max(found)[1] if found else None
 
 
 def load_truth(path):

@@ -19,7 +19,7 @@ class Tracer(object):
     """``mlockaudit start ...`` as a child process, stderr to a file we can poll."""
 
     def __init__(self, tmp_path, *args, run_dir=None, env=None, stdin=None, output=True):
-        self.out_path = str(tmp_path / ("events-%d.jsonl" % time.monotonic_ns()))
+        self.out_path = str(tmp_path / ("events-%d.jsonl" % (time.monotonic() * 1e9)))
         self.err_path = self.out_path + ".stderr"
         self._err = open(self.err_path, "wb")
         environment = dict(os.environ, PYTHONUNBUFFERED="1")

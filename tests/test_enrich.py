@@ -4,8 +4,8 @@ one, nothing taken from a process that started after the call (a reused pid)."""
 import os
 import subprocess
 import sys
-import time
 
+from mlockaudit.compat import CLOCK_BOOTTIME, clock_gettime_ns
 from mlockaudit.enrich import ProcEnricher, read_proc
 
 HOLD = ("import ctypes, sys, time; ctypes.CDLL(None).prctl(15, ctypes.c_char_p(bytes.fromhex("
@@ -19,7 +19,7 @@ def hold(comm):
 
 
 def boot_ns():
-    return time.clock_gettime_ns(getattr(time, "CLOCK_BOOTTIME", 7))
+    return clock_gettime_ns(CLOCK_BOOTTIME)
 
 
 def test_live_process_comm_ids_and_exe_from_proc():

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import CAPTURES
+from mlockaudit.compat import isascii
 from mlockaudit import syscalls
 from mlockaudit.event import Event, Process
 from mlockaudit.formats import FORMATS, STATS_FORMATS, get_formatter
@@ -326,7 +327,7 @@ def _check_all_formats(comm, exe, title):
         for char in "\n\r\x00\x85\u2028\u2029":
             assert char not in message, (name, char)
         if name in ("tracee", "ecs"):
-            assert message.isascii()
+            assert isascii(message)
             doc = json.loads(message)
             if name == "tracee":
                 ext = doc["mlockaudit"]

@@ -38,7 +38,7 @@ def test_every_call_arrives_once_with_true_values(tmp_path, run_dir, audit_guard
             or event["executable"]["path"].startswith("/")
         assert "workload.py" in event["mlockaudit"]["proctitle"]
         assert event["mlockaudit"]["keys"] == ["mlockaudit"]
-        assert event["timestamp"] > time.time_ns() - 600 * 10**9
+        assert event["timestamp"] > time.time() * 1e9 - 600 * 10**9
     # nothing of ours is left in the kernel
     assert audit_snapshot() == audit_guard
     assert not os.path.exists(os.path.join(run_dir, "state.json"))

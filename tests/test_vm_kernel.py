@@ -169,8 +169,7 @@ def compat_workload(comm):
     each call with "arch": "i386"."""
     import ctypes
     import mmap
-    import threading
-    from workload import set_comm
+    from workload import gettid, set_comm
     if comm:
         set_comm(comm)
     code = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
@@ -184,7 +183,7 @@ def compat_workload(comm):
 
     def call(name, *args):
         padded = (list(args) + [0, 0, 0])[:3]
-        log.append({"name": name, "tid": threading.get_native_id(), "args": list(args),
+        log.append({"name": name, "tid": gettid(), "args": list(args),
                     "ret": int80(I386_NR[name], *padded), "arch": "i386"})
 
     call("mlock2", addr, 8192, 1)

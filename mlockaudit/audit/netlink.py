@@ -58,8 +58,13 @@ def _message_classes():
         fields = tuple((name, "I") for name in STATUS_FIELDS)
 
     class audit_rule(nlmsg):
-        """A raw ``struct audit_rule_data`` + buf, carried as bytes both ways."""
+        """A raw ``struct audit_rule_data`` + buf, carried as bytes both ways.
+
+        ``zstring = 0``: the bytes go out as they are (no NUL added, nlmsg_len = 16 +
+        their length). pyroute2 0.9 assumes it; 0.7 and 0.8 (the versions that import on
+        Python 3.6-3.8) read the attribute and fail without it."""
         fields = (("data", "s"),)
+        zstring = 0
 
         def decode(self):
             nlmsg.decode(self)
@@ -72,11 +77,27 @@ def _message_classes():
     return audit_status, audit_rule, audit_empty
 
 
+class PyrouteMissing(ImportError):
+    """pyroute2 is absent or does not import on this Python (0.9 needs 3.9+)."""
+
+
+def _netlink_socket_class():
+    try:
+        from pyroute2.netlink.nlsocket import NetlinkSocket
+    except Exception as exc:      # not only ImportError: 0.9 raises TypeError on 3.8
+        import sys
+        raise PyrouteMissing("pyroute2 cannot be imported on Python %d.%d (%s: %s); "
+                             "install pyroute2 0.7 or 0.8 there" % (
+                                 sys.version_info[0], sys.version_info[1],
+                                 exc.__class__.__name__, exc))
+    return NetlinkSocket
+
+
 class AuditControl(object):
     """AUDIT_GET/SET and rules over pyroute2. Use as a context manager."""
 
     def __init__(self):
-        from pyroute2.netlink.nlsocket import NetlinkSocket
+        NetlinkSocket = _netlink_socket_class()
         self._status_cls, self._rule_cls, self._empty_cls = _message_classes()
         self._sock = NetlinkSocket(family=NETLINK_AUDIT)
         self._sock.bind()

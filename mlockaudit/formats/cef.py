@@ -20,9 +20,9 @@ character and every byte that is not UTF-8 is shown as U+FFFD (with the hex fiel
 the exact bytes).
 """
 
-import time
 
 from .. import syscalls
+from ..compat import time_ns
 from .common import (ACTIONS, CEF_SEVERITY, DEFAULT_SEVERITIES, PRODUCT, VENDOR, VERSION,
                      event_name_text, raw_bytes, safe_text, process_part)
 
@@ -134,7 +134,7 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
 def format_stats(stats, severity=6):
     """A heartbeat as a CEF line (Device Event Class ID ``stats``): events, lost and the
     queue depth in cn1..cn3, the backend in cs1, every counter as ``key:value,...`` in cs2."""
-    fields = ["rt=%d" % (time.time_ns() // 1000000), "act=stats"]
+    fields = ["rt=%d" % (time_ns() // 1000000), "act=stats"]
     for index, key in enumerate(("events", "lost", "queued")):
         if stats.get(key) is not None:
             fields.append("cn%dLabel=%s cn%d=%d" % (index + 1, key, index + 1, stats[key]))

@@ -12,6 +12,7 @@ lost. Each format then applies its own escaping on top (CEF ``\\=``, SD ``\\]``.
 import time
 
 from .. import __version__, syscalls
+from ..compat import isascii
 
 VENDOR = "mlockaudit"
 PRODUCT = "mlockaudit"
@@ -74,7 +75,7 @@ def safe_text(text, extra_unsafe=""):
     ``shown`` holds no control character, no U+2028/2029, no character of
     ``extra_unsafe`` (a format's delimiters that have no escape) and no lone surrogate:
     each is U+FFFD. The hex is given only when ``shown`` is not the exact text."""
-    if text.isascii() and text.isprintable():
+    if isascii(text) and text.isprintable():
         for char in extra_unsafe:
             if char in text:
                 break

@@ -13,10 +13,10 @@ and bytes that are not UTF-8 show as U+FFFD with their exact value in
 rendered once per Process and cached on it.
 """
 
-import time
 from json.encoder import encode_basestring_ascii as _quote
 
 from .. import syscalls
+from ..compat import time_ns
 from .common import ACTIONS, DEFAULT_SEVERITIES, iso_utc, process_part
 from .tracee import json_members, json_string, json_value
 
@@ -172,4 +172,4 @@ def format_stats(stats, severity=6):
     return ('{"@timestamp":"%s","ecs":{"version":"%s"},"event":{"kind":"metric",'
             '"category":["process"],"type":["info"],"action":"stats","module":"mlockaudit",'
             '"dataset":"mlockaudit.stats","severity":%d},"mlockaudit":{"stats":{%s}}}' % (
-                iso_utc(time.time_ns()), ECS_VERSION, severity, members))
+                iso_utc(time_ns()), ECS_VERSION, severity, members))

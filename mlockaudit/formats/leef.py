@@ -11,9 +11,9 @@ every control character and every byte that is not UTF-8 are shown as U+FFFD, an
 exact bytes are given as hex in ``<key>Hex`` whenever what is shown differs.
 """
 
-import time
 
 from .. import syscalls
+from ..compat import time_ns
 from .common import (ACTIONS, DEFAULT_SEVERITIES, LEEF_SEVERITY, PRODUCT, VENDOR, VERSION,
                      leef_time, safe_text, process_part)
 
@@ -98,7 +98,7 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
 
 def format_stats(stats, severity=6):
     """A heartbeat as a LEEF line (EventID ``stats``), one attribute per counter."""
-    attributes = ["devTime=%s" % leef_time(time.time_ns()), "devTimeFormat=%s" % TIME_FORMAT,
+    attributes = ["devTime=%s" % leef_time(time_ns()), "devTimeFormat=%s" % TIME_FORMAT,
                   "cat=stats", "sev=%d" % LEEF_SEVERITY[severity]]
     for key, number in sorted(stats.items()):
         attributes.append("%s=%s" % (value(str(key))[0], value(str(number))[0]))

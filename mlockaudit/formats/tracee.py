@@ -15,6 +15,7 @@ Tracee's Go encoder shows them, and the exact bytes are kept in ``mlockaudit.<fi
 from json.encoder import encode_basestring_ascii as _quote
 
 from .. import syscalls
+from ..compat import isascii
 from .common import process_part
 from ..event import to_c_int
 
@@ -25,7 +26,7 @@ def json_string(text):
     """A surrogateescape str -> (JSON string literal, hex of the raw bytes or None)."""
     if text is None:
         return "null", None
-    if text.isascii():
+    if isascii(text):
         return _quote(text), None
     try:
         text.encode("utf-8")
@@ -247,6 +248,6 @@ def format_stats(stats, severity=6):
     """A heartbeat (events, lost, backend, queued, ...) as one JSON object: Tracee has no
     such event, so it carries ``eventName`` ``stats`` and the counters in
     ``mlockaudit.stats``."""
-    import time
+    from ..compat import time_ns
     return '{"timestamp":%d,"eventName":"stats","mlockaudit":{"stats":%s}}' % (
-        time.time_ns(), json_value(dict(stats)))
+        time_ns(), json_value(dict(stats)))

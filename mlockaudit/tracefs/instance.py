@@ -17,15 +17,14 @@ import re
 import time
 
 from .. import procfs
+from ..compat import CLOCK_BOOTTIME, CLOCK_MONOTONIC, clock_gettime_ns, time_ns
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 INSTANCE_PREFIX = "mlockaudit_"
 _INSTANCE_NAME = re.compile(r"\Amlockaudit_(\d+)_(\d+)\Z")
 
 # trace_clock choices, best first, with the POSIX clock each one follows.
-_CLOCKS = (("boot", getattr(__import__("time"), "CLOCK_BOOTTIME", 7)),
-           ("mono", __import__("time").CLOCK_MONOTONIC),
-           ("local", __import__("time").CLOCK_MONOTONIC))
+_CLOCKS = (("boot", CLOCK_BOOTTIME), ("mono", CLOCK_MONOTONIC), ("local", CLOCK_MONOTONIC))
 
 
 class TracefsError(Exception):
@@ -214,9 +213,9 @@ def clock_offset_ns(clock_id, samples=7):
     """epoch ns minus clock ns, from the tightest of a few back-to-back readings."""
     best = None
     for _ in range(samples):
-        before = time.time_ns()
-        clock = time.clock_gettime_ns(clock_id)
-        after = time.time_ns()
+        before = time_ns()
+        clock = clock_gettime_ns(clock_id)
+        after = time_ns()
         if best is None or after - before < best[0]:
             best = (after - before, (before + after) // 2 - clock)
     return best[1]

@@ -15,9 +15,9 @@ exit was overwritten is still reported, marked incomplete.
 
 import errno
 import os
-import time
 
 from .. import loop
+from ..compat import CLOCK_BOOTTIME, CLOCK_MONOTONIC, clock_gettime_ns
 from ..enrich import ProcEnricher
 from ..syscalls import FAMILY, host_arch
 from . import instance as tracefs
@@ -47,7 +47,7 @@ def default_buffer_kb(cpus=None):
 
 
 def _clock_id(name):
-    return {"boot": getattr(time, "CLOCK_BOOTTIME", 7)}.get(name, time.CLOCK_MONOTONIC)
+    return {"boot": CLOCK_BOOTTIME}.get(name, CLOCK_MONOTONIC)
 
 
 class TracefsBackend(object):
@@ -129,7 +129,7 @@ class TracefsBackend(object):
         inst.write("tracing_on", "1")
         compat_probes = any(probe.arch != arch for probe in self.probes)
         clock_id = _clock_id(inst.clock)
-        boot_offset = time.clock_gettime_ns(_clock_id("boot")) - time.clock_gettime_ns(clock_id)
+        boot_offset = clock_gettime_ns(_clock_id("boot")) - clock_gettime_ns(clock_id)
         enricher = self.enricher = ProcEnricher(self.hostname,
                                                 boot_ns_of_trace=lambda ts: ts + boot_offset)
         # the arch of a line whose symbol does not name it (aliases such as
@@ -228,7 +228,7 @@ class TracefsBackend(object):
         return size
 
     def tick(self, now):
-        self.pairer.expire(time.clock_gettime_ns(self._clock_id))
+        self.pairer.expire(clock_gettime_ns(self._clock_id))
 
     finished = False                   # (the trace pipe never ends by itself)
 

@@ -31,6 +31,7 @@ import time
 
 from ..formats.common import (DEFAULT_SEVERITIES, iso_utc, local_syslog_time, raw_bytes,
                               safe_text, utf8_cut)
+from ..compat import require_tls12, time_ns
 from .spool import Spool
 
 APP_NAME = "mlockaudit"
@@ -154,7 +155,7 @@ class Framer(object):
 
     def rfc5424(self, message, event, sequence, severity, cut=None, sd=None):
         """The RFC 5424 message (bytes, no framing)."""
-        timestamp = event.timestamp if event is not None and event.timestamp else time.time_ns()
+        timestamp = event.timestamp if event is not None and event.timestamp else time_ns()
         msgid = event.name if event is not None else "stats"
         if sd is None:
             sd = self.structured_data(event, sequence, cut)
@@ -257,7 +258,7 @@ def tls_context(ca_file=None, cert_file=None, key_file=None, insecure=False):
     """The client context: verifies the collector's certificate and name unless
     ``insecure``; ``ca_file`` replaces the system CAs; an optional client certificate."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    require_tls12(context)
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
