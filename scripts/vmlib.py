@@ -14,10 +14,20 @@ run unchanged against the guest kernel, and nothing touches the host kernel's st
 What the command writes must go to ``$MLOCKAUDIT_VM_EXCHANGE`` (a read-write 9p share of a
 host directory: pass ``exchange_dir`` to read it afterwards) or to /tmp (guest tmpfs).
 
+Kernels: ``run_in_vm(..., kernel="5.10")`` (or ``scripts/vm-test --kernel 6.12``) names a
+line of the matrix ``KERNEL_LINES``: Debian 11's 5.10, Debian 12's 6.1, Debian 13's 6.12.
+The newest amd64 image of the line is resolved from its suite's ``Packages`` index on the
+Debian mirror apt uses here (read from /etc/apt/sources.list*, ``MLOCKAUDIT_VM_MIRROR``
+overrides it; the index is checked against the suite's ``InRelease``, verified with gpgv
+and Debian's archive keyring, and the .deb against the index's SHA256), downloaded with
+urllib and cached: a line keeps its kernel until the cache is cleared or
+``MLOCKAUDIT_VM_REFRESH=1``. The machine's own apt sources and lists are never touched.
+Without ``kernel`` the cached default kernel (Debian 12's, found through apt) is used, as
+before; ``MLOCKAUDIT_VM_KERNEL_PACKAGE`` names a package instead.
+
 Downloads and builds are cached in /var/cache/mlockaudit-vm (``MLOCKAUDIT_VM_CACHE``).
-``MLOCKAUDIT_VM_KERNEL_PACKAGE`` names the kernel package to use instead of the cached or
-current one. Needs root (apt-get, and qemu exports ``/`` with security_model=none).
-Standard library only; Python 3.8+.
+Needs root (apt-get, and qemu exports ``/`` with security_model=none).
+Standard library only; Python 3.6+.
 """
 
 import collections
@@ -25,6 +35,7 @@ import fcntl
 import glob
 import gzip
 import hashlib
+import http.client
 import json
 import lzma
 import os
@@ -37,13 +48,38 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 
 CACHE_DIR = os.environ.get("MLOCKAUDIT_VM_CACHE", "/var/cache/mlockaudit-vm")
 APT_PACKAGES = ("qemu-system-x86", "busybox-static", "cpio")
-#: Loaded in this order, the whole list retried a few times (no modules.dep is shipped);
-#: a module missing from a kernel version (built in, or not split out yet) is skipped.
+#: Debian 12's 6.1 order (kernels cached by older versions of this file list these). A
+#: kernel's own list is worked out when it is extracted: the modules ``NEEDED_MODULES``
+#: need, found through the ``depends=`` of each module's .modinfo (no modules.dep is
+#: shipped), dependencies first; 5.10 has no netfs and no virtio_pci_*_dev, on 6.12 fscache
+#: is part of netfs. The guest still retries the whole list a few times.
 MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
            "virtio_pci", "netfs", "fscache", "9pnet", "9pnet_virtio", "9p")
+#: What the guest needs, each a module or built in (its CONFIG_ option =y).
+NEEDED_MODULES = collections.OrderedDict([
+    ("virtio_pci", "CONFIG_VIRTIO_PCI"), ("9pnet_virtio", "CONFIG_NET_9P_VIRTIO"),
+    ("9p", "CONFIG_9P_FS")])
+
+#: The kernel matrix: line -> Debian release, its suites (the release and its security
+#: updates, where kernel updates land between point releases) and the image package's
+#: name; the newest Version of the matching packages in those suites is taken.
+KERNEL_LINES = collections.OrderedDict([
+    ("5.10", {"debian": "11", "suites": ("bullseye", "bullseye-security"),
+              "package": r"^linux-image-5\.10\.0-\d+-amd64$"}),
+    ("6.1", {"debian": "12", "suites": ("bookworm", "bookworm-security"),
+             "package": r"^linux-image-6\.1\.0-\d+-amd64$"}),
+    ("6.12", {"debian": "13", "suites": ("trixie", "trixie-security"),
+              "package": r"^linux-image-6\.12\.\d+\+deb13-amd64$"}),
+])
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+INDEX_MAX_AGE = 86400                  # seconds a cached Packages index is trusted for
+KEYRINGS = ("/usr/share/keyrings/debian-archive-keyring.gpg",)
 GUEST_EXCHANGE = "/run/mlockaudit-exchange"
 GUEST_HOSTNAME = "mlockaudit-vm"
 CONSOLE_TAIL_LINES = 60
@@ -147,7 +183,8 @@ def _current_kernel_package():
 
 
 class Kernel(object):
-    """An extracted kernel in the cache: ``vmlinuz``, loadable ``modules`` (name -> path)."""
+    """An extracted kernel in the cache: ``vmlinuz``, loadable ``modules`` (name -> path,
+    in load order), and the ``line`` of KERNEL_LINES it belongs to (None if none)."""
 
     def __init__(self, directory):
         self.directory = directory
@@ -156,6 +193,7 @@ class Kernel(object):
         self.package = meta["package"]
         self.version = meta["version"]
         self.release = meta["release"]
+        self.line = meta.get("line") or line_of_package(self.package)
         self.vmlinuz = os.path.join(directory, "vmlinuz")
         self.modules = collections.OrderedDict(
             (name, os.path.join(directory, "modules", name + ".ko"))
@@ -165,8 +203,336 @@ class Kernel(object):
         return "Kernel(%s %s)" % (self.package, self.version)
 
 
-def _extract_kernel(package, target):
-    """apt-get download one package into the cache, unpack vmlinuz and the modules."""
+# ------------------------------------------------------------ the archive, without apt
+
+def parse_packages(text):
+    """A Debian ``Packages`` (or Release) text -> list of stanzas, each a dict of field ->
+    value (a continued field's lines joined with newlines, its first line stripped)."""
+    stanzas, current, last = [], {}, None
+    for raw in text.splitlines():
+        if not raw.strip():
+            if current:
+                stanzas.append(current)
+            current, last = {}, None
+        elif raw[0] in " \t":
+            if last is not None:
+                current[last] += "\n" + raw.strip()
+        elif ":" in raw:
+            key, _, value = raw.partition(":")
+            last = key.strip()
+            current[last] = value.strip()
+    if current:
+        stanzas.append(current)
+    return stanzas
+
+
+def _version_order(char):
+    if char == "~":
+        return -1
+    if not char or char.isdigit():
+        return 0
+    if char.isalpha():
+        return ord(char)
+    return ord(char) + 256
+
+
+def _verrevcmp(a, b):
+    """dpkg's comparison of an upstream version or a revision."""
+    i = j = 0
+    while i < len(a) or j < len(b):
+        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
+            ac = _version_order(a[i] if i < len(a) else "")
+            bc = _version_order(b[j] if j < len(b) else "")
+            if ac != bc:
+                return ac - bc
+            i += 1
+            j += 1
+        while i < len(a) and a[i] == "0":
+            i += 1
+        while j < len(b) and b[j] == "0":
+            j += 1
+        first_diff = 0
+        while i < len(a) and a[i].isdigit() and j < len(b) and b[j].isdigit():
+            if not first_diff:
+                first_diff = ord(a[i]) - ord(b[j])
+            i += 1
+            j += 1
+        if i < len(a) and a[i].isdigit():
+            return 1
+        if j < len(b) and b[j].isdigit():
+            return -1
+        if first_diff:
+            return first_diff
+    return 0
+
+
+def compare_versions(a, b):
+    """Debian version order (``dpkg --compare-versions``): <0, 0 or >0."""
+    def split(version):
+        epoch, sep, rest = version.partition(":")
+        if not sep:
+            epoch, rest = "0", version
+        upstream, sep, revision = rest.rpartition("-")
+        if not sep:
+            upstream, revision = rest, ""
+        return int(epoch or 0), upstream, revision
+    ea, ua, ra = split(a.strip())
+    eb, ub, rb = split(b.strip())
+    if ea != eb:
+        return ea - eb
+    return _verrevcmp(ua, ub) or _verrevcmp(ra, rb)
+
+
+def line_of_package(package):
+    """The KERNEL_LINES line whose image packages ``package`` is one of, or None."""
+    for line, spec in KERNEL_LINES.items():
+        if re.match(spec["package"], package or ""):
+            return line
+    return None
+
+
+def newest_of_line(stanzas, line):
+    """The stanza of the newest (by Version) image package of ``line`` among a Packages
+    index's stanzas, or None. Only amd64 images with a Filename count (not -dbg,
+    -unsigned, cloud or rt flavours: the line's pattern names the plain image)."""
+    pattern = re.compile(KERNEL_LINES[line]["package"])
+    best = None
+    for stanza in stanzas:
+        if not pattern.match(stanza.get("Package", "")) or not stanza.get("Filename") \
+                or stanza.get("Architecture", "amd64") != "amd64" or "Version" not in stanza:
+            continue
+        if best is None or compare_versions(stanza["Version"], best["Version"]) > 0:
+            best = stanza
+    return best
+
+
+def kernel_matrix(value=None):
+    """The lines to test: MLOCKAUDIT_VM_KERNELS ("6.1", "5.10,6.1,6.12", spaces or commas),
+    by default all of KERNEL_LINES, in its order. An unknown line is an error."""
+    if value is None:
+        value = os.environ.get("MLOCKAUDIT_VM_KERNELS", "")
+    wanted = [word for word in re.split(r"[\s,]+", value) if word]
+    if not wanted:
+        return list(KERNEL_LINES)
+    unknown = [word for word in wanted if word not in KERNEL_LINES]
+    if unknown:
+        raise ValueError("MLOCKAUDIT_VM_KERNELS: unknown kernel line %s (known: %s)"
+                         % (", ".join(unknown), ", ".join(KERNEL_LINES)))
+    return [line for line in KERNEL_LINES if line in wanted]
+
+
+def parse_apt_sources(text, deb822):
+    """(uri, [suites]) of each enabled ``deb`` entry of a sources.list (one-line form) or a
+    .sources file (deb822)."""
+    entries = []
+    if deb822:
+        lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+        for stanza in parse_packages("\n".join(lines)):
+            if stanza.get("Enabled", "yes").strip().lower() == "no":
+                continue
+            if "deb" not in stanza.get("Types", "").split():
+                continue
+            for uri in stanza.get("URIs", "").split():
+                entries.append((uri, stanza.get("Suites", "").split()))
+        return entries
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        line = re.sub(r"\[[^\]]*\]", " ", line)        # [arch=amd64 signed-by=...]
+        words = line.split()
+        if len(words) >= 3 and words[0] == "deb":
+            entries.append((words[1], [words[2]]))
+    return entries
+
+
+def debian_mirror(security=False, apt_dir="/etc/apt"):
+    """The Debian archive apt uses here: the URI of the first http(s) deb entry of the
+    machine's apt sources that serves a release suite (bookworm, ...), or with
+    ``security`` a security suite (bookworm-security, ...). MLOCKAUDIT_VM_MIRROR and
+    MLOCKAUDIT_VM_SECURITY_MIRROR override them."""
+    variable = "MLOCKAUDIT_VM_SECURITY_MIRROR" if security else "MLOCKAUDIT_VM_MIRROR"
+    if os.environ.get(variable):
+        return os.environ[variable].rstrip("/")
+    releases = ("buster", "bullseye", "bookworm", "trixie", "forky", "sid")
+    known = set(release + "-security" if security else release for release in releases)
+    files = [(os.path.join(apt_dir, "sources.list"), False)]
+    files += [(path, False) for path in sorted(glob.glob(os.path.join(
+        apt_dir, "sources.list.d", "*.list")))]
+    files += [(path, True) for path in sorted(glob.glob(os.path.join(
+        apt_dir, "sources.list.d", "*.sources")))]
+    for path, deb822 in files:
+        try:
+            with open(path) as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for uri, suites in parse_apt_sources(text, deb822):
+            if uri.startswith(("http://", "https://")) and (known & set(suites)):
+                return uri.rstrip("/")
+    return DEFAULT_SECURITY_MIRROR if security else DEFAULT_MIRROR
+
+
+def suite_mirror(suite):
+    """The archive that serves ``suite`` (the security archive for SUITE-security)."""
+    return debian_mirror(security=suite.endswith("-security"))
+
+
+def _download(url, target, sha256=None, size=None):
+    """urllib GET into ``target`` (through a partial file), retried, hash checked."""
+    partial = "%s.part%d" % (target, os.getpid())
+    error = None
+    for attempt in range(3):
+        if attempt:
+            time.sleep(2 * attempt)
+        try:
+            digest = hashlib.sha256()
+            request = urllib.request.Request(url, headers={"User-Agent": "mlockaudit-vmlib"})
+            with urllib.request.urlopen(request, timeout=60) as response, \
+                    open(partial, "wb") as out:
+                while True:
+                    block = response.read(1 << 20)
+                    if not block:
+                        break
+                    digest.update(block)
+                    out.write(block)
+            got_size = os.path.getsize(partial)
+            if size is not None and got_size != int(size):
+                raise VMError("%s: %d bytes, the index says %s" % (url, got_size, size))
+            if sha256 is not None and digest.hexdigest() != sha256.lower():
+                raise VMError("%s: SHA256 %s, the index says %s"
+                              % (url, digest.hexdigest(), sha256))
+            os.rename(partial, target)
+            return target
+        except (OSError, http.client.HTTPException, VMError) as exc:  # URLError: OSError
+            error = exc
+            if os.path.exists(partial):
+                os.unlink(partial)
+            if isinstance(exc, urllib.error.HTTPError) and exc.code == 404:
+                break
+    raise VMError("downloading %s failed: %s" % (url, error))
+
+
+def _keyring():
+    for path in ([os.environ.get("MLOCKAUDIT_VM_KEYRING")] + list(KEYRINGS)):
+        if path and os.path.exists(path):
+            return path
+    raise VMError("no Debian archive keyring (debian-archive-keyring) to check InRelease with")
+
+
+def release_hashes(text, section="SHA256"):
+    """A Release file's ``SHA256`` section -> {path: (sha256, size)}."""
+    hashes = {}
+    for stanza in parse_packages(text)[:1]:
+        for line in stanza.get(section, "").splitlines():
+            words = line.split()
+            if len(words) == 3:
+                hashes[words[2]] = (words[0], int(words[1]))
+    return hashes
+
+
+def suite_index(suite, refresh=False):
+    """The main/binary-amd64 Packages index of ``suite`` on its archive, parsed (each stanza
+    also has ``_archive``, the archive's URI), cached in CACHE_DIR/index/SUITE for a day
+    (INDEX_MAX_AGE) or until ``refresh``. InRelease is verified with gpgv against Debian's
+    archive keyring and the Packages file against its SHA256 there."""
+    directory = os.path.join(CACHE_DIR, "index", suite)
+    os.makedirs(directory, exist_ok=True)
+    mirror = suite_mirror(suite)
+    cached = [os.path.join(directory, name) for name in ("Packages.xz", "Packages.gz")
+              if os.path.exists(os.path.join(directory, name))]
+    if refresh or not cached or time.time() - os.path.getmtime(cached[0]) > INDEX_MAX_AGE:
+        base = "%s/dists/%s" % (mirror, suite)
+        log("reading the %s index on %s" % (suite, mirror))
+        inrelease = _download(base + "/InRelease", os.path.join(directory, "InRelease.new"))
+        check = subprocess.run(["gpgv", "--keyring", _keyring(), "--output", "-", inrelease],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if check.returncode != 0:
+            raise VMError("%s/InRelease: signature not verified: %s"
+                          % (base, check.stderr.decode("utf-8", "replace").strip()))
+        hashes = release_hashes(check.stdout.decode("utf-8", "replace"))
+        for name in ("Packages.xz", "Packages.gz"):   # security suites have no .gz
+            wanted = hashes.get("main/binary-amd64/" + name)
+            if wanted is not None:
+                break
+        else:
+            raise VMError("%s/InRelease lists no main/binary-amd64/Packages.{xz,gz}" % base)
+        path = os.path.join(directory, name)
+        _download("%s/main/binary-amd64/%s" % (base, name), path + ".new", *wanted)
+        for old in cached:
+            os.unlink(old)
+        os.rename(path + ".new", path)
+        os.rename(inrelease, os.path.join(directory, "InRelease"))
+        cached = [path]
+    opener = lzma.open if cached[0].endswith(".xz") else gzip.open
+    with opener(cached[0]) as handle:
+        stanzas = parse_packages(handle.read().decode("utf-8", "replace"))
+    for stanza in stanzas:
+        stanza["_archive"] = mirror
+        stanza["_suite"] = suite
+    return stanzas
+
+
+def _archive_deb(stanza):
+    """The .deb of an index stanza, downloaded once into CACHE_DIR/debs (SHA256 checked)."""
+    debs = os.path.join(CACHE_DIR, "debs")
+    os.makedirs(debs, exist_ok=True)
+    target = os.path.join(debs, os.path.basename(stanza["Filename"]))
+    if not os.path.exists(target):
+        log("downloading %s %s from %s (%d MB)" % (
+            stanza["Package"], stanza["Version"], stanza["_suite"],
+            int(stanza.get("Size", 0)) >> 20))
+        _download("%s/%s" % (stanza["_archive"], stanza["Filename"]), target,
+                  stanza.get("SHA256"), stanza.get("Size"))
+    return target
+
+
+# ------------------------------------------------------------------- unpacking a kernel
+
+def modinfo_depends(data):
+    """The ``depends=`` names of a module's .modinfo (raw .ko bytes) -> list."""
+    match = re.search(rb"(?:^|\0)depends=([^\0]*)\0", data)
+    if not match:
+        return []
+    return [name.decode().replace("-", "_") for name in match.group(1).split(b",") if name]
+
+
+def module_load_order(needed, depends_of):
+    """Modules to insmod, dependencies first: ``needed`` and what they depend on.
+    ``depends_of(name)`` -> list of names, or None when the kernel has no such module
+    (built in). -> list of names."""
+    order, seen = [], set()
+
+    def visit(name, path):
+        if name in seen:
+            return
+        if name in path:
+            raise VMError("module dependency loop: %s" % " -> ".join(path + [name]))
+        deps = depends_of(name)
+        if deps is None:
+            return
+        for dep in deps:
+            visit(dep, path + [name])
+        seen.add(name)
+        order.append(name)
+    for name in needed:
+        visit(name, [])
+    return order
+
+
+def _kernel_config(path):
+    config = {}
+    try:
+        with open(path) as handle:
+            for line in handle:
+                key, sep, value = line.strip().partition("=")
+                if sep and key.startswith("CONFIG_"):
+                    config[key] = value
+    except OSError:
+        pass
+    return config
+
+
+def _download_with_apt(package):
+    """apt-get download one package (the machine's own apt sources) into the cache."""
     debs = glob.glob(os.path.join(CACHE_DIR, "debs", package + "_*.deb"))
     if not debs:
         os.makedirs(os.path.join(CACHE_DIR, "debs"), exist_ok=True)
@@ -183,7 +549,14 @@ def _extract_kernel(package, target):
             _run(["apt-get", "download", package], cwd=os.path.join(CACHE_DIR, "debs"),
                  env=_apt_env(), stdout=subprocess.DEVNULL)
         debs = glob.glob(os.path.join(CACHE_DIR, "debs", package + "_*.deb"))
-    deb = sorted(debs)[-1]
+    return sorted(debs)[-1]
+
+
+def _extract_kernel(package, target, deb=None):
+    """Unpack vmlinuz and the modules the guest needs from ``deb`` (default: apt-get
+    download ``package``) into ``target``."""
+    if deb is None:
+        deb = _download_with_apt(package)
     version = _run(["dpkg-deb", "-f", deb, "Version"], stdout=subprocess.PIPE,
                    universal_newlines=True).stdout.strip()
     scratch = tempfile.mkdtemp(prefix="extract-", dir=CACHE_DIR)
@@ -194,24 +567,41 @@ def _extract_kernel(package, target):
         if not vmlinuz:
             raise VMError("no /boot/vmlinuz-* in %s" % deb)
         release = os.path.basename(vmlinuz[0])[len("vmlinuz-"):]
+        config = _kernel_config(os.path.join(scratch, "boot", "config-" + release))
         tree = {}
-        for path in glob.glob(os.path.join(scratch, "lib", "modules", release, "kernel", "**",
-                                           "*.ko*"), recursive=True):
-            base = os.path.basename(path)
-            tree[base.split(".ko", 1)[0].replace("-", "_")] = path
+        for modules_dir in ("lib/modules", "usr/lib/modules"):   # Debian 13: usr/lib
+            for path in glob.glob(os.path.join(scratch, modules_dir, release, "kernel", "**",
+                                               "*.ko*"), recursive=True):
+                base = os.path.basename(path)
+                tree.setdefault(base.split(".ko", 1)[0].replace("-", "_"), path)
         staged = os.path.join(scratch, "out")
         os.makedirs(os.path.join(staged, "modules"))
         shutil.copyfile(vmlinuz[0], os.path.join(staged, "vmlinuz"))
-        found = []
-        for name in MODULES:
-            path = tree.get(name)
-            if path is None:
-                continue                   # built in or absent in this version: skip it
-            _copy_module(path, os.path.join(staged, "modules", name + ".ko"))
-            found.append(name)
+        depends = {}
+
+        def depends_of(name):
+            if name not in tree:
+                return None                # built in (or absent): nothing to load
+            if name not in depends:
+                plain = os.path.join(staged, "modules", name + ".ko")
+                _copy_module(tree[name], plain)
+                with open(plain, "rb") as handle:
+                    depends[name] = modinfo_depends(handle.read())
+            return depends[name]
+        found = module_load_order(list(NEEDED_MODULES), depends_of)
+        for name, option in NEEDED_MODULES.items():
+            if name not in tree and config and config.get(option) != "y":
+                raise VMError("%s: no %s module and %s is not built in (%s)"
+                              % (package, name, option, config.get(option, "unset")))
+        for name in depends:
+            if name not in found:
+                os.unlink(os.path.join(staged, "modules", name + ".ko"))
         with open(os.path.join(staged, "kernel.json"), "w") as handle:
             json.dump({"package": package, "version": version, "release": release,
-                       "deb": os.path.basename(deb), "modules": found}, handle, indent=1)
+                       "deb": os.path.basename(deb), "modules": found,
+                       "line": line_of_package(package),
+                       "builtin": [name for name in NEEDED_MODULES if name not in tree]},
+                      handle, indent=1)
         if os.path.exists(target):
             shutil.rmtree(target)
         os.rename(staged, target)
@@ -244,12 +634,84 @@ def ensure_apt_lists(force=False):
     _apt_updated.append(True)
 
 
+def _link(link, target):
+    """Point the symlink ``link`` at ``target`` (relative to the cache), atomically."""
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    partial = "%s.new%d" % (link, os.getpid())
+    if os.path.lexists(partial):
+        os.unlink(partial)
+    os.symlink(os.path.relpath(target, os.path.dirname(link)), partial)
+    os.rename(partial, link)
+
+
+def _line_stanzas(line, refresh=False):
+    stanzas = []
+    for suite in KERNEL_LINES[line]["suites"]:
+        stanzas.extend(suite_index(suite, refresh=refresh))
+    return stanzas
+
+
+def _kernel_from_index(package=None, line=None, refresh=False):
+    """Download and unpack ``package`` (or the newest image of ``line``) from its line's
+    suites -> Kernel."""
+    line = line or line_of_package(package)
+    stanzas = _line_stanzas(line, refresh)
+    where = "/".join(KERNEL_LINES[line]["suites"])
+    if package is not None:
+        stanzas = [stanza for stanza in stanzas if stanza.get("Package") == package]
+    stanza = newest_of_line(stanzas, line)
+    if stanza is None:
+        if not refresh:
+            return _kernel_from_index(package, line, refresh=True)
+        raise VMError("the %s indexes list no %s" % (
+            where, package or KERNEL_LINES[line]["package"]))
+    target = os.path.join(CACHE_DIR, "kernels", stanza["Package"])
+    if os.path.exists(os.path.join(target, "kernel.json")):
+        kernel = Kernel(target)
+        if kernel.version == stanza["Version"]:
+            return kernel
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    try:
+        deb = _archive_deb(stanza)
+    except VMError:
+        if refresh:
+            raise
+        return _kernel_from_index(package, line, refresh=True)   # superseded meanwhile?
+    _extract_kernel(stanza["Package"], target, deb=deb)
+    return Kernel(target)
+
+
+def ensure_line(line, refresh=None):
+    """The kernel of matrix line ``line`` ("5.10", "6.1", "6.12") -> Kernel: the newest
+    image of the line the first time, then the same one (CACHE_DIR/lines/LINE) until the
+    cache is cleared or ``refresh`` (default: MLOCKAUDIT_VM_REFRESH=1) looks again."""
+    if line not in KERNEL_LINES:
+        raise VMError("unknown kernel line %r (known: %s)" % (line, ", ".join(KERNEL_LINES)))
+    if refresh is None:
+        refresh = os.environ.get("MLOCKAUDIT_VM_REFRESH") == "1"
+    link = os.path.join(CACHE_DIR, "lines", line)
+    if not refresh and os.path.exists(os.path.join(link, "kernel.json")):
+        return Kernel(os.path.realpath(link))
+    current = os.path.join(CACHE_DIR, "current")
+    if not refresh and os.path.exists(os.path.join(current, "kernel.json")) \
+            and Kernel(current).line == line:
+        kernel = Kernel(os.path.realpath(current))   # the default kernel is of this line
+    else:
+        kernel = _kernel_from_index(line=line, refresh=refresh)
+    _link(link, kernel.directory)
+    return kernel
+
+
 def ensure_kernel(package=None):
     """The cached kernel (downloading and extracting it the first time) -> Kernel.
 
-    Without ``package`` (or MLOCKAUDIT_VM_KERNEL_PACKAGE) the kernel cached by an earlier
+    ``package`` is a line of KERNEL_LINES ("5.10", "6.1", "6.12": see ensure_line) or a
+    package name (one of a line's images comes from that line's suite, any other through
+    apt). Without it (or MLOCKAUDIT_VM_KERNEL_PACKAGE) the kernel cached by an earlier
     run is reused, so the tests keep one kernel until the cache is cleared."""
     package = package or os.environ.get("MLOCKAUDIT_VM_KERNEL_PACKAGE")
+    if package in KERNEL_LINES:
+        return ensure_line(package)
     current = os.path.join(CACHE_DIR, "current")
     if package is None and os.path.exists(os.path.join(current, "kernel.json")):
         return Kernel(os.path.realpath(current))
@@ -260,6 +722,13 @@ def ensure_kernel(package=None):
             package = _current_kernel_package()
         if not package:
             raise VMError("apt knows no linux-image-6.1.0-N-amd64 package (sources.list?)")
+    elif line_of_package(package):        # named: from its line's suite if it is there
+        target = os.path.join(CACHE_DIR, "kernels", package)
+        if not os.path.exists(os.path.join(target, "kernel.json")):
+            try:
+                _kernel_from_index(package)
+            except VMError as exc:
+                log("%s; trying apt" % exc)
     target = os.path.join(CACHE_DIR, "kernels", package)
     if not os.path.exists(os.path.join(target, "kernel.json")):
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -337,9 +806,9 @@ sleep 5
 """
 
 
-def _init_text():
+def _init_text(modules=MODULES):
     return (INIT_SCRIPT.replace("@HOSTNAME@", GUEST_HOSTNAME)
-            .replace("@MODULES@", " ".join(MODULES))
+            .replace("@MODULES@", " ".join(modules))
             .replace("@EXCHANGE@", GUEST_EXCHANGE)
             .replace("@MARK_READY@", MARK_READY)
             .replace("@MARK_DONE@", MARK_DONE))
@@ -354,7 +823,7 @@ def _busybox():
 
 def ensure_initramfs(kernel):
     """The busybox initramfs for ``kernel``, cached by a hash of everything in it."""
-    init = _init_text().encode()
+    init = _init_text(list(kernel.modules)).encode()
     busybox = _busybox()
     digest = hashlib.sha256(init)
     for path in [busybox] + list(kernel.modules.values()):
@@ -408,7 +877,8 @@ class _CacheLock(object):
 
 
 def prepare(package=None):
-    """Install what the host needs, fetch the kernel, build the initramfs
+    """Install what the host needs, fetch the kernel (``package``: a line of KERNEL_LINES,
+    a package name, or None for the default: see ensure_kernel), build the initramfs
     -> (Kernel, initramfs path). Idempotent and cached."""
     with _CacheLock():
         if shutil.which(QEMU) is None or not _installed("busybox-static") \
@@ -462,7 +932,7 @@ def _console_reader(stream, sink, marks):
 
 
 def run_in_vm(command, kernel_params="", timeout=240, exchange_dir=None, cwd=None, env=None,
-              memory_mb=2048, cpus=2, check=False):
+              memory_mb=2048, cpus=2, check=False, kernel=None):
     """Boot the guest, run ``command`` (a shell string, or an argv list) as root in the
     host's root filesystem (read-only) and power off -> VMResult.
 
@@ -470,11 +940,12 @@ def run_in_vm(command, kernel_params="", timeout=240, exchange_dir=None, cwd=Non
     audit=1``). ``exchange_dir``: a host directory shared read-write with the guest at
     ``$MLOCKAUDIT_VM_EXCHANGE`` (default: a temporary one, removed afterwards). ``cwd``:
     the guest directory to run in (default: the host's current directory). ``env``: extra
-    environment variables. Raises VMError (with the last console lines) when the guest does
+    environment variables. ``kernel``: which kernel (a line of KERNEL_LINES such as
+    "5.10", a package name; default: the cached default kernel). Raises VMError (with the last console lines) when the guest does
     not get the command to completion within ``timeout`` seconds; with ``check``, also when
     the command exits non-zero."""
     started = time.monotonic()
-    kernel, initramfs = prepare()
+    kernel, initramfs = prepare(kernel)
     if cwd is None:
         cwd = os.getcwd()
     own_exchange = exchange_dir is None
@@ -544,11 +1015,20 @@ def run_in_vm(command, kernel_params="", timeout=240, exchange_dir=None, cwd=Non
 
 
 def main(argv=None):
-    """``python3 vmlib.py prepare``: install, download and build, print what is cached."""
+    """``python3 vmlib.py prepare [LINE|PACKAGE...]``: install, download and build, print
+    what is cached (``all``: every line of KERNEL_LINES)."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv != ["prepare"]:
-        sys.exit("usage: vmlib.py prepare   (use scripts/vm-test to run commands)")
-    kernel, initramfs = prepare()
+    if not argv or argv[0] != "prepare":
+        sys.exit("usage: vmlib.py prepare [all|%s|PACKAGE...]   (use scripts/vm-test to "
+                 "run commands)" % "|".join(KERNEL_LINES))
+    wanted = argv[1:] or [None]
+    if wanted == ["all"]:
+        wanted = list(KERNEL_LINES)
+    for which in wanted:
+        _print_prepared(*prepare(which))
+
+
+def _print_prepared(kernel, initramfs):
     print("kernel %s %s (%s)\n  %s\n  modules: %s\ninitramfs %s" % (
         kernel.package, kernel.version, kernel.release, kernel.vmlinuz,
         " ".join(kernel.modules), initramfs))

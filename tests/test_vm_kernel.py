@@ -1,6 +1,9 @@
-"""The kprobe strategy and the lockdown fallback, proven on a real kprobe kernel: Debian's
-6.1 booted under qemu (scripts/vmlib.py), since this machine's kernel has no kprobes and
-its tracing state is not ours to touch. One boot per case:
+"""The kprobe strategy and the lockdown fallback, proven on real kprobe kernels: Debian's
+5.10 (11, bullseye), 6.1 (12, bookworm) and 6.12 (13, trixie), booted under qemu
+(scripts/vmlib.py), since this machine's kernel has no kprobes and its tracing state is not
+ours to touch. Every case runs on every kernel of the matrix (test ids ``[5.10]``,
+``[6.1]``, ``[6.12]``); MLOCKAUDIT_VM_KERNELS="6.1" (or "5.10,6.12") narrows it. One boot
+per case and kernel:
 
 1. ``--backend tracefs --probe kprobe``: every call of the workload (whole family,
    failures, hostile comms, and 32-bit callers through ``int $0x80``) arrives once with
@@ -38,8 +41,12 @@ if HERE not in sys.path:                     # run as a script in the guest
 
 import pytest  # noqa: E402
 
-from conftest import ROOT, SCRIPTS  # noqa: E402
+from conftest import ROOT, SCRIPTS  # noqa: E402   (puts scripts/ on sys.path)
 from mlockaudit.syscalls import SYSCALL_NUMBERS  # noqa: E402
+import vmlib  # noqa: E402
+
+#: the kernel lines each case runs on (MLOCKAUDIT_VM_KERNELS narrows them)
+KERNELS = vmlib.kernel_matrix()
 
 FACTS = "facts.jsonl"
 GUEST_RUN_DIR = "/run/mlockaudit-test"       # guest tmpfs (the host's / is read-only there)
@@ -49,7 +56,8 @@ FOREIGN_INSTANCE = "othertool"
 #: comms of the 32-bit (int $0x80) workload: the ia32 entries are probed (kprobes) or
 #: ruled (audit's b32 rule) too
 COMPAT_COMMS = (b"compat32", b"evil\nil-1 [000]")
-BOOT_TIMEOUT = 420                           # seconds for one whole guest run
+#: seconds for one whole guest run: a hang guard (one run took 320 s on a busy 2-core host)
+BOOT_TIMEOUT = 600
 
 pytestmark = [
     pytest.mark.vm,
@@ -347,7 +355,6 @@ GUEST_CASES = {"kprobe": guest_kprobe, "confidentiality": guest_confidentiality,
 def guest_main(case):
     import pathlib
     import tempfile
-    import vmlib
     exchange = os.environ.get("MLOCKAUDIT_VM_EXCHANGE")
     # Never trace the host: this part runs only in the qemu guest that vmlib boots.
     if os.environ.get("MLOCKAUDIT_VM") != "1" or not exchange \
@@ -365,14 +372,15 @@ def guest_main(case):
 
 # =========================================================================== on the host
 
-def _boot(case, kernel_params, exchange):
-    """Run the guest half of CASE in a fresh guest -> (facts dict, VMResult)."""
-    import vmlib
+def _boot(case, kernel_params, exchange, vm):
+    """Run the guest half of CASE in a fresh guest of the kernel ``vm`` (vm_ready's
+    (Kernel, initramfs)) -> (facts dict, VMResult)."""
     started = time.monotonic()
+    kernel = vm[0]
     result = vmlib.run_in_vm(
         [venv_python(), os.path.abspath(__file__), "--guest", case],
         kernel_params=kernel_params, timeout=BOOT_TIMEOUT, exchange_dir=str(exchange),
-        cwd=ROOT, env={"MLOCKAUDIT_RUN_DIR": GUEST_RUN_DIR})
+        cwd=ROOT, env={"MLOCKAUDIT_RUN_DIR": GUEST_RUN_DIR}, kernel=kernel.line)
     facts = {}
     path = os.path.join(str(exchange), FACTS)
     if os.path.exists(path):
@@ -380,28 +388,28 @@ def _boot(case, kernel_params, exchange):
             for line in handle:
                 record = json.loads(line)
                 facts[record["key"]] = record["value"]
-    sys.stderr.write("vm %s: %.1f s in all (boot %.1f s), kernel %s\n%s" % (
+    sys.stderr.write("vm %s: %.1f s in all (boot %.1f s), kernel %s (%s %s)\n%s" % (
         case, time.monotonic() - started, result.boot_seconds or -1, result.kernel,
-        result.output))
+        kernel.package, kernel.version, result.output))
+    assert result.kernel == kernel.release
     assert result.returncode == 0 and "done" in facts, (
         "the guest script failed (exit %d):\n%s\n--- console ---\n%s"
         % (result.returncode, result.output, result.console_tail))
     return facts, result
 
 
-@pytest.fixture(scope="module")
-def vm_ready():
-    """Install qemu/busybox, download and unpack the kernel, build the initramfs, once and
-    before any timeout starts. A failure here (no network, no such package) is an error
-    of the tests that need it, not a skip."""
-    sys.path.insert(0, SCRIPTS)
-    import vmlib
+@pytest.fixture(scope="module", params=KERNELS, ids=KERNELS)
+def vm_ready(request):
+    """Install qemu/busybox, download and unpack the kernel of this matrix line, build the
+    initramfs, once per line and before any timeout starts -> (Kernel, initramfs). A
+    failure here (no network, no such package) is an error of the tests that need it, not
+    a skip."""
     try:
-        return vmlib.prepare()
-    except subprocess.CalledProcessError as exc:
+        return vmlib.prepare(request.param)
+    except (subprocess.CalledProcessError, vmlib.VMError) as exc:
         failure = str(exc)
-    pytest.fail("preparing the qemu guest failed: %s (network? apt sources?)" % failure,
-                pytrace=False)
+    pytest.fail("preparing the qemu guest (kernel %s) failed: %s (network? mirror?)"
+                % (request.param, failure), pytrace=False)
 
 
 def _calls(events, truths, with_tid=True):
@@ -441,7 +449,7 @@ def _mlockaudit_lines(text):
 
 
 def test_kprobe_strategy_on_a_real_kprobe_kernel(vm_ready, tmp_path):
-    facts, _ = _boot("kprobe", "", tmp_path)
+    facts, _ = _boot("kprobe", "", tmp_path, vm_ready)
     assert facts["kernel"]["release"] != os.uname().release
     ready = facts["kprobe.ready"]["stderr"]
     assert "backend=tracefs probe=kprobe" in ready and "__x64_sys_mlock2" in ready
@@ -477,7 +485,8 @@ def test_kprobe_strategy_on_a_real_kprobe_kernel(vm_ready, tmp_path):
 
 
 def test_lockdown_confidentiality_falls_back_to_audit(vm_ready, tmp_path):
-    facts, _ = _boot("confidentiality", "lockdown=confidentiality audit=1", tmp_path)
+    facts, _ = _boot("confidentiality", "lockdown=confidentiality audit=1", tmp_path,
+                     vm_ready)
     assert facts["lockdown"].split() == ["none", "integrity", "[confidentiality]"]
     # tracefs: nothing usable, wherever it is mounted; kprobes refused
     assert facts["tracefs_listing"] in (None, [])
@@ -513,7 +522,7 @@ def test_lockdown_confidentiality_falls_back_to_audit(vm_ready, tmp_path):
 
 
 def test_lockdown_integrity_keeps_kprobes_and_auto_selects_tracefs(vm_ready, tmp_path):
-    facts, _ = _boot("integrity", "lockdown=integrity", tmp_path)
+    facts, _ = _boot("integrity", "lockdown=integrity", tmp_path, vm_ready)
     assert facts["lockdown"].split() == ["none", "[integrity]", "confidentiality"]
     report = facts["doctor"]["report"]
     assert facts["doctor"]["rc"] == 0 and report is not None, facts["doctor"]
@@ -534,7 +543,6 @@ def test_lockdown_integrity_keeps_kprobes_and_auto_selects_tracefs(vm_ready, tmp
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, SCRIPTS)
     if len(sys.argv) == 3 and sys.argv[1] == "--guest" and sys.argv[2] in GUEST_CASES:
         guest_main(sys.argv[2])
     elif len(sys.argv) == 3 and sys.argv[1] == "--compat-workload":
