@@ -24,6 +24,10 @@ Conventions that every producer follows:
 
 from . import syscalls
 
+#: The latest ``timestamp`` an Event carries: epoch ns in a signed 64-bit integer, as
+#: Tracee's (Go's UnixNano), i.e. 2262-04-11. Producers give None for what lies beyond.
+MAX_TIMESTAMP_NS = 2 ** 63 - 1
+
 
 class Process(object):
     """The calling process as the source saw it. Never mutated once built: it is shared
@@ -181,3 +185,10 @@ def to_signed64(value):
     """A 64-bit register value as a signed ``long`` (trace_pipe prints -22 as 0xff..ea)."""
     value &= 0xFFFFFFFFFFFFFFFF
     return value - 0x10000000000000000 if value & 0x8000000000000000 else value
+
+
+def to_signed(value, bits):
+    """A register value as a signed ``long`` of a ``bits``-wide kernel (64 or 32: a 32-bit
+    kernel prints -22 as 0xffffffea)."""
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value

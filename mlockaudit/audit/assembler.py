@@ -15,6 +15,11 @@ Records of other syscalls are recognised from the ``syscall=`` number (one regex
 no field parse), and their follow-up records are dropped by stamp, so a busy foreign rule
 set costs little. Records may arrive out of order (a PROCTITLE before its SYSCALL): they wait for
 their SYSCALL in the same table, under the same bounds.
+
+A record is checked when it is fed (records.split_syscall, records.parse_stamp): a bad one
+raises RecordError there, for that record, and changes nothing, so that whatever is
+counted as an event is built and emitted, later records are never blamed for an earlier
+one, and flush() and expire() cannot fail.
 """
 
 from . import records
@@ -31,12 +36,14 @@ class _Entry(object):
     """An mlock-family event in flight (or records that arrived before their SYSCALL)."""
 
     __slots__ = ("head", "tail", "name", "arch", "number", "proctitle", "node", "ended",
-                 "born")
+                 "born", "timestamp", "serial")
 
-    def __init__(self, born, head=None, tail=None, call=(None, None, None), node=None):
+    def __init__(self, born, head=None, tail=None, call=(None, None, None), node=None,
+                 stamp=(None, None)):
         self.head = head
         self.tail = tail
         self.name, self.arch, self.number = call
+        self.timestamp, self.serial = stamp
         self.proctitle = None
         self.node = node
         self.ended = False
@@ -50,17 +57,27 @@ class Assembler(object):
                  wanted=None):
         self._emit = emit
         self._wanted = frozenset(wanted) if wanted else frozenset(syscalls.FAMILY)
-        self._calls = {}     # (arch bytes, syscall bytes) -> (name, arch name, number)
+        # (arch bytes, syscall bytes) -> (name, arch name, number); bounded below (64:
+        # a handful of arches times five calls)
+        self._calls = {}
         self._builder = EventBuilder(hostname)
-        self._pending = self.pending = {}   # key -> entry; read-only outside this class
+        # key -> entry; read-only outside this class; bounded by max_pending (evicted
+        # oldest first, see _evict)
+        self._pending = self.pending = {}
         self.max_pending = max_pending
         self.timeout = timeout
         self._clock = clock
         # counters, read by the caller's statistics
         self.events = 0
-        self.incomplete = 0          # emitted on timeout/eviction/flush, before EOE
+        self._incomplete = 0         # emitted on timeout/eviction/flush, before EOE
         self.orphans = 0             # records whose SYSCALL never came
         self.foreign = 0             # SYSCALL records of other syscalls
+        self.collisions = 0          # foreign SYSCALLs with the stamp of a pending call
+
+    @property
+    def incomplete(self):
+        """Calls emitted incomplete: before their EOE, or from records cut short."""
+        return self._incomplete + self._builder.incomplete
 
     def set_emit(self, emit):
         self._emit = emit
@@ -73,8 +90,10 @@ class Assembler(object):
             head, tail = records.split_syscall(body)
             self.syscall(key, stamp, head, tail, node)
         elif rtype == records.PROCTITLE:
-            self.proctitle(key, stamp, body[10:] if body[:10] == b"proctitle=" else
-                           _proctitle_value(body))
+            value = body[10:] if body[:10] == b"proctitle=" else _proctitle_value(body)
+            if value is None:
+                raise records.RecordError("PROCTITLE without proctitle=")
+            self.proctitle(key, stamp, value)
         elif rtype == records.EOE:
             self.end(key, stamp)
 
@@ -82,7 +101,8 @@ class Assembler(object):
     # reader parses datagrams itself and calls these directly.
 
     def syscall(self, key, stamp, head, tail, node=None):
-        """A SYSCALL record, split by records.split_syscall."""
+        """A SYSCALL record, split by records.split_syscall (whose head values are
+        checked). Raises RecordError, changing nothing, for a bad stamp."""
         call = self._calls.get((head[0], head[1]))
         if call is None:
             call = self._call_slow(head)
@@ -90,10 +110,11 @@ class Assembler(object):
                 self.foreign += 1
                 self._ignore(key)
                 return
+        parsed_stamp = records.parse_stamp(stamp)      # (checked before anything changes)
         pending = self._pending
         entry = pending.get(key)
         if entry is None or entry.__class__ is not _Entry:     # the usual case
-            pending[key] = _Entry(self._clock, head, tail, call, node)
+            pending[key] = _Entry(self._clock, head, tail, call, node, parsed_stamp)
             if len(pending) > self.max_pending:
                 self._evict()
             return
@@ -102,10 +123,11 @@ class Assembler(object):
         entry.head = head                        # its PROCTITLE or EOE came first
         entry.tail = tail
         entry.name, entry.arch, entry.number = call
+        entry.timestamp, entry.serial = parsed_stamp
         entry.node = node
         if entry.ended or entry.proctitle is not None:
             del pending[key]
-            self._complete(entry, stamp, True)
+            self._complete(entry, True)
 
     def proctitle(self, key, stamp, value):
         """A PROCTITLE record's raw ``proctitle=`` value: the last record before EOE."""
@@ -120,7 +142,7 @@ class Assembler(object):
             if entry.head is not None:
                 del pending[key]
                 self.events += 1
-                self._emit(self._builder.build(entry, stamp, True))
+                self._emit(self._builder.build(entry, True))
 
     def end(self, key, stamp):
         """An EOE record."""
@@ -129,21 +151,19 @@ class Assembler(object):
         if entry is None or entry.__class__ is not _Entry:
             return
         if entry.head is not None:
-            self._complete(entry, stamp, True)
+            self._complete(entry, True)
         else:                                    # EOE before its SYSCALL: wait for it
             entry.ended = True
             pending[key] = entry
 
     def _call_slow(self, head):
         """(name, arch) for a SYSCALL head the memo does not know, or None if foreign.
-        The memo is keyed by the raw arch and syscall bytes (a handful of values)."""
+        The memo is keyed by the raw arch and syscall bytes (a handful of values, checked
+        by split_syscall)."""
         if head[1] not in _FAMILY_NUMBER_BYTES:
             return None
-        try:
-            arch = int(head[0], 16)
-            name = syscalls.BY_AUDIT_NUMBER.get((arch, int(head[1])))
-        except ValueError:
-            raise records.RecordError("bad arch/syscall")
+        arch = int(head[0], 16)
+        name = syscalls.BY_AUDIT_NUMBER.get((arch, int(head[1])))
         if name not in self._wanted:
             return None
         call = (name, syscalls.AUDIT_ARCH.get(arch), int(head[1]))
@@ -152,10 +172,21 @@ class Assembler(object):
         return call
 
     def _ignore(self, key):
-        """Remember a foreign event's stamp (with the clock, for expiry) to drop its records."""
+        """Remember a foreign event's stamp (with the clock, for expiry) to drop its records.
+
+        A stamp identifies an event within one host's boot only: logs merged from several
+        hosts without ``node=`` can hold a foreign SYSCALL with the stamp of a pending
+        family call. That call stays (it is another event; the collision is counted); only
+        records that came before any SYSCALL are taken as the foreign event's."""
         pending = self._pending
-        if key in pending:                      # early records of a foreign event
-            del pending[key]
+        entry = pending.get(key)
+        if entry is not None:
+            if entry.__class__ is not _Entry:    # already known as foreign
+                return
+            if entry.head is not None:
+                self.collisions += 1             # a family call's stamp: keep the call
+                return
+            del pending[key]                     # early records of a foreign event
             return
         pending[key] = self._clock
         if len(pending) > self.max_pending:
@@ -168,11 +199,11 @@ class Assembler(object):
             self._evict()
         return entry
 
-    def _complete(self, entry, stamp, complete):
+    def _complete(self, entry, complete):
         if not complete:
-            self.incomplete += 1
+            self._incomplete += 1
         self.events += 1
-        self._emit(self._builder.build(entry, stamp, complete))
+        self._emit(self._builder.build(entry, complete))
 
     def _finish(self, key, entry):
         if entry.__class__ is not _Entry:
@@ -180,8 +211,7 @@ class Assembler(object):
         if entry.head is None:
             self.orphans += 1
             return
-        stamp = key if entry.node is None else key[len(entry.node) + 1:]
-        self._complete(entry, stamp, complete=False)
+        self._complete(entry, complete=False)
 
     def _evict(self):
         """Complete the oldest entry: the table never holds more than max_pending."""

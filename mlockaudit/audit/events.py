@@ -13,7 +13,7 @@ and renders its identity once.
 """
 
 from ..event import Event, Process
-from .records import decode_proctitle, decode_string, parse_fields, parse_stamp
+from .records import decode_string, key_complete, parse_fields, proctitle_state
 
 _NARGS = {"mlock": 2, "mlock2": 3, "munlock": 2, "mlockall": 1, "munlockall": 0}
 
@@ -24,24 +24,37 @@ _ID_FIELDS = ((b"auid", "auid"), (b"ses", "sessionId"), (b"euid", "euid"), (b"su
 
 
 def _int(value):
-    return int(value) if value is not None and value.lstrip(b"-").isdigit() else None
+    """A decimal id as the kernel prints it (``%u``/``%d``), else None. At most 20 digits:
+    int() of a huge digit string is slow (quadratic before 3.11) or refused (3.11+)."""
+    if value is None or len(value) > 20:
+        return None
+    digits = value[1:] if value[:1] == b"-" else value
+    return int(value) if digits.isdigit() else None
 
 
 def build_process(fields, proctitle, hostname):
     """SYSCALL process fields (+ raw PROCTITLE value) -> Process."""
+    return build_process_checked(fields, proctitle, hostname)[0]
+
+
+def build_process_checked(fields, proctitle, hostname):
+    """SYSCALL process fields (+ raw PROCTITLE value) -> (Process, cut): ``cut`` when the
+    record or its PROCTITLE was cut short (records.key_complete, records.proctitle_state),
+    which marks the events of this identity incomplete."""
     get = fields.get
+    title, title_cut = proctitle_state(proctitle)
     extra = {}
     for record_key, model_key in _ID_FIELDS:
         extra[model_key] = _int(get(record_key))
     tty = get(b"tty")
     extra["tty"] = None if tty in (None, b"(none)") else tty.decode("ascii", "replace")
-    extra["proctitle"] = decode_proctitle(proctitle)
+    extra["proctitle"] = title
     key = decode_string(get(b"key"))
     extra["keys"] = key.split("\x01") if key else []
     subj = get(b"subj")
     if subj is not None and subj != b"?":
         extra["subj"] = subj.decode("utf-8", "replace")
-    return Process(
+    process = Process(
         pid=_int(get(b"pid")),
         ppid=_int(get(b"ppid")),
         uid=_int(get(b"uid")),
@@ -50,35 +63,50 @@ def build_process(fields, proctitle, hostname):
         hostname=hostname.decode("utf-8", "replace") if hostname.__class__ is bytes else hostname,
         extra=extra,
     )
+    return process, title_cut or not key_complete(get(b"key"))
 
 
 class EventBuilder(object):
-    """Builds Events from assembled records, sharing one Process per identity."""
+    """Builds Events from assembled records, sharing one Process per identity.
+
+    Nothing here can fail on input: every value it converts was checked when its record
+    was fed (records.split_syscall, records.parse_stamp), so an event that was counted is
+    always built and emitted."""
 
     def __init__(self, hostname=None, max_processes=4096):
         self.hostname = hostname
+        # Bounded: one entry per distinct process part (+ PROCTITLE, node) of the input;
+        # a storm of distinct identities clears it (4096 x ~1 KB at most), then refills.
         self.max_processes = max_processes
         self._processes = {}
+        self._cut = set()        # keys of _processes whose records were cut (same bound)
+        self.incomplete = 0      # events marked incomplete here (a cut record)
 
     def process(self, tail, proctitle, node):
         """The Process for a SYSCALL's process part (bytes, or parsed fields)."""
+        return self._process(tail, proctitle, node)[0]
+
+    def _process(self, tail, proctitle, node):
         hostname = node if node is not None else self.hostname
         if tail.__class__ is dict:                     # odd layout: not cacheable
-            return build_process(tail, proctitle, hostname)
+            return build_process_checked(tail, proctitle, hostname)
         key = (tail, proctitle, node)
         process = self._processes.get(key)
-        if process is None:
-            if len(self._processes) >= self.max_processes:
-                self._processes.clear()
-            process = build_process(parse_fields(tail), proctitle, hostname)
-            self._processes[key] = process
-        return process
+        if process is not None:
+            return process, key in self._cut
+        if len(self._processes) >= self.max_processes:
+            self._processes.clear()
+            self._cut.clear()
+        process, cut = build_process_checked(parse_fields(tail), proctitle, hostname)
+        self._processes[key] = process
+        if cut:
+            self._cut.add(key)
+        return process, cut
 
-    def build(self, entry, stamp, complete=True):
+    def build(self, entry, complete=True):
         """One Event from an assembled entry (assembler._Entry: the SYSCALL head and
-        process part from records.split_syscall, the call's name/arch/number, the raw
-        PROCTITLE value, the node)."""
-        timestamp, serial = parse_stamp(stamp)
+        process part from records.split_syscall, the call's name/arch/number, its checked
+        timestamp and serial, the raw PROCTITLE value, the node)."""
         _, _, _, exit_value, a0, a1, a2, _ = entry.head
         name = entry.name
         nargs = _NARGS[name]
@@ -90,12 +118,17 @@ class EventBuilder(object):
             args = (int(a0, 16),)
         else:
             args = ()
-        extra = {"serial": serial} if complete else {"serial": serial, "incomplete": True}
         tail, proctitle, node = entry.tail, entry.proctitle, entry.node
         process = None
         if tail.__class__ is bytes:
             process = self._processes.get((tail, proctitle, node))
-        if process is None:
-            process = self.process(tail, proctitle, node)
-        return Event(name, "audit", process, timestamp, entry.arch, entry.number, None, None,
-                     None, args, int(exit_value) if exit_value is not None else None, extra)
+        if process is None or self._cut:
+            process, cut = self._process(tail, proctitle, node)
+            if cut and complete:
+                complete = False
+                self.incomplete += 1
+        serial = entry.serial
+        extra = {"serial": serial} if complete else {"serial": serial, "incomplete": True}
+        return Event(name, "audit", process, entry.timestamp, entry.arch, entry.number, None,
+                     None, None, args, int(exit_value) if exit_value is not None else None,
+                     extra)

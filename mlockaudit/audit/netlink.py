@@ -18,6 +18,8 @@ import os
 import socket
 import struct
 
+from .records import STAMP
+
 NETLINK_AUDIT = 9
 AUDIT_NLGRP_READLOG = 1
 
@@ -320,13 +322,13 @@ def split_datagram(data):
     The payload is ``audit(SEC.MS:SERIAL): body``; sizes come from len(data), never from
     nlmsg_len (see the module docstring). Returns None for what is not a record."""
     msg_type = data[4] | (data[5] << 8)
-    if msg_type < 1100 or data[16:22] != b"audit(":
+    if msg_type < 1100:
         return None
-    close = data.find(b")", 22)
-    if close < 0:
+    match = STAMP.match(data, 16)       # the kernel's audit(%llu.%03lu:%u) shape, checked
+    if match is None:
         return None
+    start = match.end()
     end = len(data)
-    while end > close and data[end - 1] == 0:
+    while end > start and data[end - 1] == 0:
         end -= 1
-    start = close + 3 if data[close + 2:close + 3] == b" " else close + 2
-    return msg_type, data[22:close], data[start:end]
+    return msg_type, match.group(1), data[start:end]

@@ -19,6 +19,11 @@ glues back onto the previous value.
 
 import re
 
+# The latest time an event can carry (epoch ns in a signed 64-bit integer, as Tracee's,
+# i.e. up to 2262-04-11): later stamps (``audit(99999999999999.000:1)``) are no kernel's
+# clock and are rejected when the record is fed (parse_stamp).
+from ..event import MAX_TIMESTAMP_NS
+
 # Record types (include/uapi/linux/audit.h) that matter here, plus the names auditd writes.
 SYSCALL = 1300
 PATH = 1302
@@ -37,31 +42,43 @@ TYPE_NUMBERS = {
 
 class RecordError(ValueError):
     """A line or payload that is not an audit record. ``reason`` is a short, stable label
-    used to count rejections by kind."""
+    used to count rejections by kind (see the README's replay section for the list)."""
 
     def __init__(self, reason, detail=""):
         ValueError.__init__(self, "%s%s" % (reason, (": " + detail) if detail else ""))
         self.reason = reason
 
 
+#: The stamp as audit_log_start() prints it, ``audit(%llu.%03lu:%u): ``, for text records
+#: and netlink payloads alike. Widths are bounded (20 digits hold any u64) so that no int()
+#: ever sees a huge digit string; the fraction is 3 digits from the kernel, up to 9
+#: accepted (parse_stamp reads milliseconds).
+STAMP = re.compile(rb"audit\((\d{1,20}\.\d{1,9}:\d{1,20})\): ?")
+
+
 def split_payload(payload):
     """``audit(SEC.MS:SERIAL): body`` -> (stamp, body); stamp is the bytes ``SEC.MS:SERIAL``.
 
     The stamp is the kernel's identity of an event within one boot: every record of one
-    event carries the same stamp, so it is the key the assembler groups by.
+    event carries the same stamp, so it is the key the assembler groups by. Its shape is
+    checked here (one anchored match), its value by parse_stamp.
     """
+    match = STAMP.match(payload)
+    if match is None:
+        raise RecordError(_stamp_problem(payload))
+    return match.group(1), payload[match.end():]
+
+
+def _stamp_problem(payload):
+    """The reason label for a payload whose stamp does not have the kernel's shape."""
     if not payload.startswith(b"audit("):
-        raise RecordError("no audit( stamp")
+        return "no audit( stamp"
     close = payload.find(b")", 6)
     if close < 0:
-        raise RecordError("unterminated stamp")
-    stamp = payload[6:close]
-    body = payload[close + 2:] if payload[close + 1:close + 2] == b":" else None
-    if body is None:
-        raise RecordError("no ':' after stamp")
-    if body[:1] == b" ":
-        body = body[1:]
-    return stamp, body
+        return "unterminated stamp"
+    if payload[close + 1:close + 2] != b":":
+        return "no ':' after stamp"
+    return "bad stamp"
 
 
 def parse_log_line(line):
@@ -85,7 +102,8 @@ def parse_log_line(line):
     name = line[5:space]
     rtype = TYPE_NUMBERS.get(name)
     if rtype is None:
-        if name.startswith(b"UNKNOWN[") and name.endswith(b"]") and name[8:-1].isdigit():
+        if name.startswith(b"UNKNOWN[") and name.endswith(b"]") and name[8:-1].isdigit() \
+                and len(name) <= 20:                # (a type is a u16; never a huge int())
             rtype = int(name[8:-1])
         else:
             rtype = name
@@ -99,16 +117,26 @@ def parse_log_line(line):
 
 
 def parse_stamp(stamp):
-    """b"1795713466.498:200019" -> (epoch ns, serial)."""
+    """b"1795713466.498:200019" -> (epoch ns, serial). Raises RecordError ("bad stamp",
+    "timestamp out of range": beyond MAX_TIMESTAMP_NS) for what no kernel printed.
+
+    Its shape (digits, bounded widths) is checked where the stamp is cut out of a record
+    (split_payload, DATAGRAM_SYSCALL, netlink.split_datagram), so that this conversion,
+    once per call on the hot path, stays a few splits."""
+    if len(stamp) > 51:                           # 20.9:20 digits: never a huge int()
+        raise RecordError("bad stamp", stamp[:40].decode("ascii", "replace"))
     sec, _, rest = stamp.partition(b".")
     msec, _, serial = rest.partition(b":")
     try:
         if len(msec) != 3:                        # the kernel always prints 3 ms digits
             msec = msec.ljust(3, b"0")[:3]
-        return int(sec) * 1000000000 + int(msec) * 1000000, int(serial)
+        timestamp = int(sec) * 1000000000 + int(msec) * 1000000
+        serial = int(serial)
     except ValueError:                            # a missing part, or not digits
         raise RecordError("bad stamp", stamp[:40].decode("ascii", "replace"))
-
+    if timestamp > MAX_TIMESTAMP_NS or timestamp < 0:
+        raise RecordError("timestamp out of range", stamp[:40].decode("ascii", "replace"))
+    return timestamp, serial
 
 
 def parse_fields(body):
@@ -116,9 +144,12 @@ def parse_fields(body):
 
     Values stay raw (quotes and hex included); :func:`decode_string` interprets them.
     A token without ``=`` belongs to the previous value (LSM labels with spaces). A key
-    seen twice keeps its first value, as auparse does.
+    seen twice keeps its first value, as auparse does. Linear in the body: glued tokens
+    are collected in lists and joined once (``+=`` on bytes made a million tokens after
+    ``subj=`` take a minute).
     """
     fields = {}
+    glued = None                     # key -> [first value, token, ...], when any
     last = None
     for token in body.split(b" "):
         if not token:
@@ -131,7 +162,15 @@ def parse_fields(body):
             else:
                 last = None
         elif last is not None:
-            fields[last] += b" " + token
+            if glued is None:
+                glued = {}
+            parts = glued.get(last)
+            if parts is None:
+                parts = glued[last] = [fields[last]]
+            parts.append(token)
+    if glued is not None:
+        for key, parts in glued.items():
+            fields[key] = b" ".join(parts)
     return fields
 
 
@@ -140,15 +179,24 @@ def parse_fields(body):
 # the process (ppid= ... comm= exe= [subj=] key=). One match of the call's part replaces
 # a dozen splits on the hot path, and the process part is returned untouched: it is the
 # same bytes for every call of one process, so callers key a cache on it.
+#
+# The match also validates what it captures, as the kernel prints it: arch ``%x`` (a u32),
+# syscall ``%d``, success ``yes``/``no``, exit ``%ld``, a0-a3 ``%lx`` (at most 16 hex
+# digits), so a value int() could not read, or would read wrongly (``a1=1_000``,
+# ``a0=-5``), never gets past the record. Exit values of 19 or 20 digits (the edge of a
+# signed 64-bit long) and everything else odd take the checked slow path (split_syscall).
 _HEAD_PATTERN = (
-    rb"arch=([0-9a-fA-F]+) syscall=(\d+) (?:per=[0-9a-fA-F]+ )?"
-    rb"(?:success=(yes|no) exit=(-?\d+) )?"
-    rb"a0=([0-9a-fA-F]+) a1=([0-9a-fA-F]+) a2=([0-9a-fA-F]+) a3=([0-9a-fA-F]+) items=\d+ ")
+    rb"arch=([0-9a-fA-F]{1,8}) syscall=(\d{1,10}) (?:per=[0-9a-fA-F]{1,8} )?"
+    rb"(?:success=(yes|no) exit=(-?\d{1,18}) )?"
+    rb"a0=([0-9a-fA-F]{1,16}) a1=([0-9a-fA-F]{1,16}) a2=([0-9a-fA-F]{1,16}) "
+    rb"a3=([0-9a-fA-F]{1,16}) items=\d{1,10} ")
 _SYSCALL_HEAD = re.compile(_HEAD_PATTERN)
 #: A whole SYSCALL datagram payload (from byte 16 of a netlink message) in one match:
 #: the stamp, then the head groups of split_syscall. Used by the live reader.
-DATAGRAM_SYSCALL = re.compile(rb"audit\((\d+\.\d+:\d+)\): " + _HEAD_PATTERN)
+DATAGRAM_SYSCALL = re.compile(rb"audit\((\d{1,20}\.\d{1,9}:\d{1,20})\): " + _HEAD_PATTERN)
 _HEAD_KEYS = (b"arch", b"syscall", b"success", b"exit", b"a0", b"a1", b"a2", b"a3")
+_HEX = re.compile(rb"[0-9a-fA-F]+\Z")
+_LONG_MIN, _LONG_MAX = -2 ** 63, 2 ** 63 - 1
 
 
 def split_syscall(body):
@@ -158,6 +206,8 @@ def split_syscall(body):
     when the kernel had no return to report). ``tail`` is the process part as raw bytes
     (``ppid=... key=...``), or a dict of parsed fields when the record does not have the
     kernel's layout (hand-edited logs, other kernels): then nothing is cached on it.
+    Every value of ``head`` is checked (RecordError "bad hex value", "bad number",
+    "number out of range", "bad value"), so that building the event later cannot fail.
     """
     match = _SYSCALL_HEAD.match(body)
     if match is not None:
@@ -166,7 +216,37 @@ def split_syscall(body):
     head = tuple(fields.get(key) for key in _HEAD_KEYS)
     if None in head[:2] or None in head[4:]:
         raise RecordError("SYSCALL without arch/syscall/a0-a3")
+    check_head(head)
     return head, fields
+
+
+def check_head(head):
+    """Raise RecordError unless every value of a SYSCALL head is one the kernel prints."""
+    arch, syscall, success, exit_value = head[:4]
+    _check_hex(arch, 8)
+    if not syscall.isdigit():
+        raise RecordError("bad number", "syscall")
+    if len(syscall) > 10:
+        raise RecordError("number out of range", "syscall")
+    if (success is None) != (exit_value is None):
+        raise RecordError("bad value", "success= and exit= come together")
+    if success is not None:
+        if success not in (b"yes", b"no", b'"yes"', b'"no"'):   # (quoted: seen in real
+            raise RecordError("bad value", "success")             # logs, auparse reads it)
+        digits = exit_value[1:] if exit_value[:1] == b"-" else exit_value
+        if not digits.isdigit():
+            raise RecordError("bad number", "exit")
+        if len(digits) > 19 or not _LONG_MIN <= int(exit_value) <= _LONG_MAX:
+            raise RecordError("number out of range", "exit")
+    for value in head[4:]:
+        _check_hex(value, 16)
+
+
+def _check_hex(value, digits):
+    if _HEX.match(value) is None:
+        raise RecordError("bad hex value", value[:20].decode("ascii", "replace"))
+    if len(value) > digits:
+        raise RecordError("number out of range", value[:20].decode("ascii", "replace"))
 
 
 def parse_syscall(body):
@@ -208,3 +288,37 @@ def decode_proctitle(value):
     if text is None:
         return None
     return text.rstrip("\0").replace("\0", " ")
+
+
+def proctitle_state(value):
+    """A raw PROCTITLE value -> (command line or None, cut). ``cut`` is True when the value
+    is not one the kernel writes whole (quoted ``"..."`` or even-length hex): a record cut
+    short (odd-length hex, an unterminated quote) shows what it holds and marks its event
+    incomplete; a value that is not hex at all shows nothing (null) and does the same."""
+    if value is None:
+        return None, False
+    value = value.rstrip(b"\x00")          # (a netlink payload may end in NUL padding)
+    if value[:1] == b'"':
+        return decode_proctitle(value), not (len(value) >= 2 and value[-1:] == b'"')
+    if value in (b"(null)", b"?", b"(none)"):
+        return None, False
+    if _HEX.match(value) is None:
+        return None, True
+    if len(value) % 2:
+        return (decode_proctitle(value[:-1]) if len(value) > 1 else None), True
+    return decode_proctitle(value), False
+
+
+def key_complete(value):
+    """True when a SYSCALL's ``key=`` value is whole: the kernel always writes ``key=``
+    last (audit_log_exit: audit_log_task_info, then audit_log_key), as ``(null)``, a
+    quoted string or even-length hex, so a record without it, or with it cut, was cut
+    short (a truncated log line)."""
+    if value is None:
+        return False
+    value = value.rstrip(b"\x00")          # (a netlink payload may end in NUL padding)
+    if value == b"(null)":
+        return True
+    if value[:1] == b'"':
+        return len(value) >= 2 and value[-1:] == b'"'
+    return bool(value) and len(value) % 2 == 0 and _HEX.match(value) is not None

@@ -26,7 +26,7 @@ from .. import loop, procfs
 from .assembler import Assembler
 from .lifecycle import AuditSetup, dead_daemon_pid
 from .netlink import AuditControl, AuditError, BatchReceiver, RecordSocket, split_datagram
-from .records import DATAGRAM_SYSCALL, parse_log_line
+from .records import DATAGRAM_SYSCALL, RecordError, parse_log_line
 from .textinput import LogFollower, StreamInput
 from . import rules as audit_rules
 
@@ -136,6 +136,7 @@ class AuditBackend(object):
         self.enobufs = 0
         self.records = 0
         self.rejected = 0
+        self.rejected_reasons = {}    # reason label -> records (text input)
         self.lost_at_start = None
         self.kernel_lost = 0
         self.enabled_by_us = False
@@ -206,7 +207,9 @@ class AuditBackend(object):
         return self.text is not None and self.text.finished
 
     def pump_text(self):
-        """auditd's text lines (plugin stdin or followed log) -> records."""
+        """auditd's text lines (plugin stdin or followed log) -> records. A line that is
+        not a record is counted by reason and changes nothing (records are checked when
+        fed, see assembler): no line can end the run."""
         feed = self.assembler.feed
         see = self.gaps.see
         count = 0
@@ -219,10 +222,18 @@ class AuditBackend(object):
                 if node is None and not _from_auditd(rtype):
                     see(int(stamp[stamp.find(b":") + 1:]))
                 feed(rtype, stamp, body, node)
-            except ValueError:                        # RecordError included: counted
-                self.rejected += 1
+            except RecordError as exc:
+                self._rejected(exc.reason)
+            except ValueError:                        # (values are checked: a spare)
+                self._rejected("bad value")
         self.records += count
         return count
+
+    def _rejected(self, reason):
+        self.rejected += 1
+        reasons = self.rejected_reasons
+        if reason in reasons or len(reasons) < 64:    # (fixed labels; bounded anyway)
+            reasons[reason] = reasons.get(reason, 0) + 1
 
     def pump(self):
         """Read every record waiting on the socket. Returns how many were read."""

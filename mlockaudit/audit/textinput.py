@@ -15,6 +15,10 @@ import io
 import os
 
 CHUNK = 1 << 20
+#: Longest line kept: auditd's lines are under 10 KB (MAX_AUDIT_MESSAGE_LENGTH 8970, plus
+#: node= and the ENRICHED part); the start of a longer one is dropped and counted
+#: (``overlong``), so that memory stays bounded by this, not by the input.
+MAX_LINE = 1 << 20
 
 
 class StreamInput(object):
@@ -24,7 +28,9 @@ class StreamInput(object):
         self.fd = fd
         self.name = "stdin" if fd == 0 else "fd %d" % fd
         os.set_blocking(fd, False)
-        self._partial = b""
+        self._partial = []             # the unfinished last line, in chunks (joined once)
+        self._partial_size = 0
+        self.overlong = 0
         self.finished = False
 
     def fileno(self):
@@ -46,14 +52,36 @@ class StreamInput(object):
         return self._split(b"".join(chunks))
 
     def _split(self, data):
+        """Whole lines of ``data`` after what was left over; keeps the unfinished end.
+        Linear however long a line takes to arrive (its chunks are joined once)."""
         if not data:
             if self.finished and self._partial:
-                line, self._partial = self._partial, b""
-                return [line]
+                return [self._take_partial()]
             return []
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
+        if b"\n" not in data:
+            self._keep(data)
+            return []
+        lines = data.split(b"\n")
+        if self._partial:
+            lines[0] = self._take_partial() + lines[0]
+        last = lines.pop()
+        if last:
+            self._keep(last)
         return lines
+
+    def _keep(self, chunk):
+        self._partial.append(chunk)
+        self._partial_size += len(chunk)
+        if self._partial_size > MAX_LINE:        # no auditd line is this long: drop it
+            self._partial = []
+            self._partial_size = 0
+            self.overlong += 1
+
+    def _take_partial(self):
+        line = b"".join(self._partial)
+        self._partial = []
+        self._partial_size = 0
+        return line
 
     def close(self):
         pass
@@ -65,7 +93,9 @@ class LogFollower(StreamInput):
     def __init__(self, path, from_start=False):
         self.path = path
         self.name = path
-        self._partial = b""
+        self._partial = []
+        self._partial_size = 0
+        self.overlong = 0
         self.finished = False
         self.rotations = 0
         self._file = None
@@ -92,8 +122,7 @@ class LogFollower(StreamInput):
         # rotated (another inode) or truncated: finish the old file, then the new one
         lines += self._split(self._file.read())
         if self._partial:
-            lines.append(self._partial)
-            self._partial = b""
+            lines.append(self._take_partial())
         self._file.close()
         self.rotations += 1
         try:
