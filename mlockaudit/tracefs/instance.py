@@ -46,6 +46,31 @@ def find_tracefs(mount=False):
     return None
 
 
+_COMMIT_FIELD = re.compile(r"field: local_t commit;\s*offset:\d+;\s*size:(\d+);")
+
+
+def long_bits_from_header_page(text):
+    """``events/header_page`` -> the kernel's ``long`` width in bits (64 or 32), or None.
+
+    The ring-buffer page header's ``commit`` is a ``local_t`` (a long): ``size:8`` on a
+    64-bit kernel, ``size:4`` on a 32-bit one, whatever the reader's own word size. It
+    tells how wide the kernel prints a syscall's return (``sys_mlock2 -> 0xffffffea``
+    is -22 on a 32-bit kernel)."""
+    match = _COMMIT_FIELD.search(text)
+    if match is None or match.group(1) not in ("4", "8"):
+        return None
+    return int(match.group(1)) * 8
+
+
+def kernel_long_bits(root, default=64):
+    """The running kernel's ``long`` width, from tracefs (default when unreadable)."""
+    try:
+        bits = long_bits_from_header_page(_read(os.path.join(root, "events", "header_page")))
+    except OSError:
+        bits = None
+    return bits or default
+
+
 def _write(path, value):
     fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     try:

@@ -34,14 +34,20 @@ COMM_WIDTH = 16
 
 # Everything after the comm field's "-". Groups: pid, tgid, cpu, secs, fraction, text.
 # (Flags are 4 chars before 5.15, 5 after, more letters with lazy preemption; clocks of the
-# counter type print one integer instead of secs.usecs.)
-_CONTEXT_TAIL = re.compile(
-    rb"(\d+) +(?:\( *(\d+|-+)\) +)?\[(\d+)\] +(?:[^ \[\]]{1,6} +)?(\d+)(?:\.(\d+))?: (.*)\Z", re.S)
-# The same, with the comm in front, for lines that lost their left padding.
-_CONTEXT_LOOSE = re.compile(
-    rb"\A *(.*)-(\d+) +(?:\( *(\d+|-+)\) +)?\[(\d+)\] +(?:[^ \[\]]{1,6} +)?(\d+)(?:\.(\d+))?: (.*)\Z",
-    re.S)
-_LOST = re.compile(rb"\ACPU:(\d+) \[LOST (\d+) EVENTS\]\s*\Z")
+# counter type print one integer instead of secs.usecs.) Number widths are bounded by what
+# the kernel prints (a pid or tgid is an int, a cpu below 2^16, a counter a u64, at most 9
+# fraction digits), so that int() never reads a huge digit string; every quantifier is
+# followed by a character it cannot match, so a match is linear in the line.
+_PID = rb"(\d{1,10}) +(?:\( *(\d{1,10}|-{1,10})\) +)?\[(\d{1,6})\] +(?:[^ \[\]]{1,6} +)?"
+_TIME = rb"(\d{1,20})(?:\.(\d{1,9}))?: "
+_CONTEXT_TAIL = re.compile(_PID + _TIME + rb"(.*)\Z", re.S)
+_LOST = re.compile(rb"\ACPU:(\d{1,10}) \[LOST (\d{1,20}) EVENTS\]\s*\Z")
+_HEX_DIGITS = re.compile(rb"[0-9a-fA-F]{1,16}\Z")
+_DEC_DIGITS = re.compile(rb"-?[0-9]{1,20}\Z")
+_S64_MIN, _U64_MAX = -2 ** 63, 2 ** 64 - 1
+# A probe has at most MAX_TRACE_ARGS (128) fetchargs (kernel/trace/trace_probe.h): a line
+# with more values is no probe's
+_MAX_PROBE_ARGS = 128
 
 # Syscall entry symbols a kprobe may sit on -> arch (None: the arch is not in the name).
 _SYMBOL_PREFIXES = (
@@ -113,8 +119,7 @@ def decode_comm(field):
 # The common case in one match: a syscall tracepoint entry or exit after the comm field.
 # Groups: pid, tgid, cpu, secs, fraction, call name, entry arguments, exit value.
 _TRACEPOINT_TAIL = re.compile(
-    rb"(\d+) +(?:\( *(\d+|-+)\) +)?\[(\d+)\] +(?:[^ \[\]]{1,6} +)?(\d+)(?:\.(\d+))?: "
-    rb"sys_(\w+)(?:\(([^()]*)\)| -> (?:0x)?([0-9a-fA-F]+)) *\n?\Z")
+    _PID + _TIME + rb"sys_(\w{1,64})(?:\(([^()]*)\)| -> (?:0x)?([0-9a-fA-F]{1,16})) *\n?\Z")
 
 # Tracee's argument order and the names a trace line may give each argument. Every call of
 # the family takes a prefix-free subset of (addr, len, flags) in this order, so the values
@@ -138,7 +143,9 @@ def args_in_tracee_order(values):
 
 def _tracepoint_args(inner):
     """``start: 0x7f.., len: 0x2000, flags: 1`` -> (addr, len, flags). Calls often repeat
-    their arguments (the same buffer locked again), so the parse is memoized (bounded)."""
+    their arguments (the same buffer locked again), so the parse is memoized: bounded at
+    4096 argument texts (the working set of a busy host; a storm of distinct buffers
+    clears and refills it, as each miss costs only this parse)."""
     args = _ARGS_CACHE.get(inner)
     if args is None:
         values = {}
@@ -147,12 +154,43 @@ def _tracepoint_args(inner):
                 key, sep, value = part.partition(b": ")
                 if not sep:
                     raise TraceLineError("bad tracepoint argument")
-                values[key] = int(value, 16)
+                # 16 letters or digits at most (no sign, space or "_", which int() would
+                # take): int() reads them as the kernel wrote them, or fails; the rest,
+                # and what fails, is checked by _hex (which says why)
+                if len(value) <= 16 and value.isalnum():
+                    try:
+                        values[key] = int(value, 16)
+                        continue
+                    except ValueError:
+                        pass
+                values[key] = _hex(value)
         args = args_in_tracee_order(values)
         if len(_ARGS_CACHE) >= 4096:
             _ARGS_CACHE.clear()
         _ARGS_CACHE[inner] = args
     return args
+
+
+def _hex(value):
+    """A register value as the kernel prints it in hex (``%lx``, ``0x%lx``, ``0x%Lx``): at
+    most 16 digits. Anything else (a sign, underscores, spaces, which int() would take)
+    is not a kernel value: TraceLineError."""
+    digits = value[2:] if value[:2] in (b"0x", b"0X") else value
+    if _HEX_DIGITS.match(digits) is None:
+        raise TraceLineError("number out of range" if len(digits) > 16 and
+                             _HEX_DIGITS.match(digits[:16]) else "bad hex value")
+    return int(digits, 16)
+
+
+def _dec(value):
+    """A decimal kprobe value (``%Lu`` or ``%Ld``): within u64 or s64, else TraceLineError."""
+    if _DEC_DIGITS.match(value) is None:
+        digits = value[1:] if value[:1] == b"-" else value
+        raise TraceLineError("number out of range" if digits.isdigit() else "bad number")
+    number = int(value)
+    if not _S64_MIN <= number <= _U64_MAX:
+        raise TraceLineError("number out of range")
+    return number
 
 
 def _ts_ns(secs, frac):
@@ -166,12 +204,14 @@ def _ts_ns(secs, frac):
 
 def _hex_or_dec(value, bare_hex=False):
     """kprobe values: 0x-prefixed hex (x-types), else decimal (u/s types) on current
-    kernels; kernels without x-types print u-types as bare hex (``bare_hex``)."""
+    kernels; kernels without x-types print u-types as bare hex (``bare_hex``): decided per
+    kernel by the caller (tracing/README live, the capture's ``kernel=`` in replay), never
+    guessed per value."""
     if value[:2] in (b"0x", b"0X"):
-        return int(value, 16)
+        return _hex(value)
     if bare_hex and value[:1] != b"-":
-        return int(value, 16)
-    return int(value)
+        return _hex(value)
+    return _dec(value)
 
 
 def parse_event_text(text, bare_hex=False):
@@ -196,7 +236,7 @@ def parse_event_text(text, bare_hex=False):
         arrow = text.find(b" -> ")
         if arrow > 0:
             name = text[4:arrow].decode("ascii", "replace")
-            return EXIT, name, int(text[arrow + 4:].strip(), 16), None, "tracepoint"
+            return EXIT, name, _hex(text[arrow + 4:].strip()), None, "tracepoint"
         raise TraceLineError("bad tracepoint text")
     colon = text.find(b": (")
     if colon > 0:
@@ -206,7 +246,10 @@ def parse_event_text(text, bare_hex=False):
         event_name = text[:colon]
         where = text[colon + 3:close]
         values = {}
-        for part in text[close + 1:].split():
+        parts = text[close + 1:].split(None, _MAX_PROBE_ARGS)
+        if len(parts) > _MAX_PROBE_ARGS:
+            raise TraceLineError("bad probe text")
+        for part in parts:
             key, sep, value = part.partition(b"=")
             if not sep:
                 raise TraceLineError("bad probe argument")
@@ -280,13 +323,32 @@ def parse_line(line, bare_hex=False):
     if lost is not None:
         return TraceRecord(LOST, None, None, None, None, int(lost.group(1)), None,
                            lost=int(lost.group(2)), probe=None)
-    match = _CONTEXT_LOOSE.match(line)
-    if match is None:
-        raise TraceLineError("not a trace line")
-    groups = match.groups()
-    if len(groups[0]) >= COMM_WIDTH:
+    comm, groups = _loose_context(line)
+    return _record(comm, groups, bare_hex)
+
+
+def _loose_context(line):
+    """(comm, context groups) of a line that lost its left padding (copied from a terminal
+    or a log), or TraceLineError.
+
+    The comm has at most 15 bytes, so the ``-`` before the true pid is among the first 16
+    bytes after the leading spaces; the candidates are tried from the right (the rightmost
+    context wins: the kernel-written tail cannot be forged by the comm), each with the
+    anchored tail match. At most 16 linear attempts: linear in the line (a regex with
+    ``(.*)-`` in front backtracked quadratically over a long run of spaces)."""
+    start = len(line) - len(line.lstrip(b" "))
+    window = line[start:start + COMM_WIDTH]
+    dash = window.rfind(b"-")
+    while dash >= 0:
+        match = _CONTEXT_TAIL.match(line, start + dash + 1)
+        if match is not None:
+            return line[start:start + dash], match.groups()
+        dash = window.rfind(b"-", 0, dash)
+    # for the reason only: would a context match further right (a comm too long)?
+    dash = line.find(b"-", start + COMM_WIDTH)
+    if dash >= 0 and _CONTEXT_TAIL.match(line, dash + 1) is not None:
         raise TraceLineError("comm longer than 15 bytes")
-    return _record(groups[0], groups[1:], bare_hex)
+    raise TraceLineError("not a trace line")
 
 
 class LineParser(object):
@@ -311,11 +373,20 @@ class LineParser(object):
             if self._carry is None and line[COMM_WIDTH:COMM_WIDTH + 1] == b"-":
                 try:                                 # the common case, without feed()
                     record = parse_line(line, self.bare_hex)   # (newline allowed)
+                except TraceLineError as exc:
+                    # 17 bytes or more: no comm fragment to carry, and the parse without
+                    # the newline would say the same: counted here, not parsed twice
+                    if line[:1] == b"#":
+                        self.skipped += 1
+                    else:
+                        self._reject(exc.reason)
+                    continue
+                except ValueError:
+                    record = None
+                if record is not None:
                     self.parsed += 1
                     yield record
                     continue
-                except ValueError:
-                    pass
             if line[-1:] == b"\n":
                 line = line[:-1]
             record = feed(line)
@@ -352,7 +423,7 @@ class LineParser(object):
                 self._carry_lines = 1
             else:
                 self._reject(exc.reason)
-        except ValueError:
+        except ValueError:                  # (every value is checked before int(): spare)
             self._reject("bad number")
         return None
 

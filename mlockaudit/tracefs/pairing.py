@@ -12,9 +12,13 @@ what is known and ``null`` for the rest, never a guess:
   ``timeout_ns`` of trace time, or at end of input; live sources call :meth:`expire`.
 
 The table is bounded (``max_pending``; the oldest entry goes first).
+
+Kernels without record-tgid (before 4.14, e.g. RHEL 7's 3.10) or a ``(-------)`` tgid
+column do not tell the thread group: such calls keep their thread id (the pid column,
+``hostThreadId``) and have an unknown process id (null), never a guessed one.
 """
 
-from ..event import Event, Process, to_signed64
+from ..event import MAX_TIMESTAMP_NS, Event, Process, to_signed
 from ..syscalls import ARG_SPECS, SYSCALL_NUMBERS
 from .lines import ENTRY, EXIT, LOST, decode_comm
 
@@ -26,10 +30,18 @@ class Pairer(object):
 
     def __init__(self, emit, arch=None, clock_offset_ns=None, hostname=None,
                  events=None, timeout_ns=10 * 10 ** 9, max_pending=65536, enricher=None,
-                 own_pid=None):
+                 own_pid=None, long_bits=64):
         self._emit = emit
         self.enricher = enricher      # (tgid, tid, comm bytes, ts) -> (Process, ns tid)
         self.own_pid = own_pid        # live: mlockaudit's pid, whose calls are never shown
+        # What a record's tgid is compared with: in replay (own_pid None) nothing, so that
+        # records with an unknown tgid (None) are not taken for the tracer's own
+        self._own_tgid = own_pid if own_pid is not None else -1
+        # A syscall tracepoint prints the return as the kernel's unsigned long (``0x%lx``):
+        # 64 or 32 bits wide (a 32-bit kernel prints -22 as 0xffffffea); kretprobes with
+        # ``$retval:s64`` zero-extend a 32-bit register the same way.
+        self.long_bits = long_bits
+        self._ret_max = (1 << (long_bits - 1)) - 1
         self.arch = arch
         self.clock_offset_ns = clock_offset_ns
         self.hostname = hostname
@@ -50,7 +62,7 @@ class Pairer(object):
         if kind == LOST:
             self.lost += record.lost
             return
-        if record.name not in self.wanted or record.tgid == self.own_pid:
+        if record.name not in self.wanted or record.tgid == self._own_tgid:
             self.foreign += 1                # (a tracer never reports itself)
             return
         self.last_ts = record.ts_ns
@@ -91,11 +103,14 @@ class Pairer(object):
         if tgid is None and exit_record is not None:
             tgid = exit_record.tgid
         ret = exit_record.ret if exit_record is not None else None
-        if ret is not None and ret > 0x7FFFFFFFFFFFFFFF:      # printed as an unsigned long
-            ret = to_signed64(ret)
+        if ret is not None and ret > self._ret_max:         # printed as an unsigned long
+            ret = to_signed(ret, self.long_bits)
         extra = None
         if self.clock_offset_ns is not None:
             timestamp = first.ts_ns + self.clock_offset_ns
+            if not 0 <= timestamp <= MAX_TIMESTAMP_NS:       # no wall clock can say so
+                timestamp = None
+                extra = {"traceClockNs": first.ts_ns}
         else:
             timestamp = None
             extra = {"traceClockNs": first.ts_ns}
@@ -118,7 +133,8 @@ class Pairer(object):
                          args, ret, extra, first.probe))
 
     def process(self, tgid, comm_field):
-        """The Process for what a trace line tells: tgid and comm (cached, bounded)."""
+        """The Process for what a trace line tells: tgid and comm. Cached, bounded at 4096
+        identities (cleared when full: a miss costs one small object)."""
         key = (tgid, comm_field)
         process = self._processes.get(key)
         if process is None:

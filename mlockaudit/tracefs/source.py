@@ -137,7 +137,8 @@ class TracefsBackend(object):
         # probe fetched the syscall number (orig_ax=, see probes.py)
         self.pairer = Pairer(self.emit, arch=None if compat_probes else arch,
                              clock_offset_ns=inst.clock_offset_ns, hostname=self.hostname,
-                             events=self.events, enricher=enricher, own_pid=os.getpid())
+                             events=self.events, enricher=enricher, own_pid=os.getpid(),
+                             long_bits=tracefs.kernel_long_bits(self.root))
         self._overrun_at_start = self._overruns()
         inst.open_pipe()
         self._clock_id = clock_id
