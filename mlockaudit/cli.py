@@ -109,25 +109,44 @@ def main():
 @_output_options
 @_delivery_options
 def replay(file, source, outputs, format_name, events, **delivery):
-    """Turn a saved audit log or trace_pipe capture (FILE, - for stdin) into events."""
+    """Turn a saved audit log or trace_pipe capture (FILE, - for stdin) into events.
+
+    Exit status: 0; 1 when lines were rejected or a syslog target lost messages; 2 when
+    the input cannot be read, is neither kind, or an output cannot be written."""
     from .replay import ReplayError, replay as run_replay
+    from .transports.stream import OutputWriteError
     wanted = _parse_events(events)
     out = _open_outputs(outputs, format_name, dict(_delivery(delivery), block_when_full=True))
+    stats = None
+    failure = None
     try:
         stats = run_replay(file, out.emit, source=source, events=wanted)
-    except ReplayError as exc:
+    except (ReplayError, OutputWriteError) as exc:
+        failure = str(exc)
+    except BrokenPipeError:                    # the reader has seen enough: quietly
+        _close_quietly(out)
+        sys.exit(0)
+    try:
         out.close()
-        click.echo("mlockaudit: %s" % exc, err=True)
-        sys.exit(2)
+    except OutputWriteError as exc:
+        failure = failure or str(exc)
     except BrokenPipeError:
         sys.exit(0)
-    finally:
-        out.close()
+    if failure is not None:
+        click.echo("mlockaudit: %s" % failure, err=True)
+        sys.exit(2)
     click.echo(stats.summary(), err=True)
     delivery_summary = out.summary()
     if delivery_summary:
         click.echo("delivery: " + delivery_summary, err=True)
     sys.exit(1 if stats.rejected or out.stats()["lost"] else 0)
+
+
+def _close_quietly(out):
+    try:
+        out.close()
+    except Exception:                          # (already leaving: nothing more to say)
+        pass
 
 
 @main.command()
@@ -161,21 +180,27 @@ def replay(file, source, outputs, format_name, events, **delivery):
 def start(ctx, **params):
     """Trace the mlock family until SIGTERM/SIGINT (Ctrl-C)."""
     from .daemon import Daemon, StartError
+    from .transports.stream import OutputWriteError
     command_line = dict(params)
     options = _start_options(ctx, command_line)
     daemon = Daemon(options, _start_outputs,
                     # SIGHUP: the config file again, the command line still wins
                     reload=lambda: _start_options(ctx, command_line, fail=ValueError))
+    code = 1
     try:
         code = daemon.run()
     except StartError as exc:
         click.echo("mlockaudit: %s" % exc, err=True)
-        code = 1
+    except OutputWriteError as exc:            # (a full disk under a file: output)
+        click.echo("mlockaudit: %s" % exc, err=True)
     except (OSError, ImportError) as exc:          # ImportError: pyroute2 (audit)
         click.echo("mlockaudit: cannot start: %s" % exc, err=True)
-        code = 1
     finally:
-        daemon.outputs.close()
+        try:
+            daemon.outputs.close()
+        except OutputWriteError as exc:
+            click.echo("mlockaudit: %s" % exc, err=True)
+            code = 1
     sys.exit(code)
 
 

@@ -23,6 +23,7 @@ the exact bytes).
 
 from .. import syscalls
 from ..compat import time_ns
+from ..event import MAX_TIMESTAMP_NS
 from .common import (ACTIONS, CEF_SEVERITY, DEFAULT_SEVERITIES, PRODUCT, VENDOR, VERSION,
                      event_name_text, raw_bytes, safe_text, process_part)
 
@@ -78,7 +79,9 @@ def render_process(process):
     return rendered
 
 
-_HEADERS = {}   # (name, ret or 0 or None, severity) -> header up to and including the last |
+# (name, ret or 0 or None, severity) -> header up to and including the last |. Keyed by the
+# return value of failures, which the input chooses: bounded (1024 headers).
+_HEADERS = {}
 
 
 def _header(key):
@@ -104,8 +107,9 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
     if header is None:
         header = _header(key)
     parts = [header]
-    if event.timestamp is not None:
-        parts.append("rt=%d " % (event.timestamp // 1000000))
+    timestamp = event.timestamp
+    if timestamp is not None and 0 <= timestamp <= MAX_TIMESTAMP_NS:
+        parts.append("rt=%d " % (timestamp // 1000000))
     parts.append("act=%s outcome=%s" % (ACTIONS[name], outcome))
     parts.append(rendered[0])
     for arg_name, _c_type, value in event.arg_values():

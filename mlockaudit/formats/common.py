@@ -13,6 +13,7 @@ import time
 
 from .. import __version__, syscalls
 from ..compat import isascii
+from ..event import MAX_TIMESTAMP_NS
 
 VENDOR = "mlockaudit"
 PRODUCT = "mlockaudit"
@@ -118,9 +119,19 @@ def _utc_second(seconds):
     return text
 
 
+def renderable_time(ns):
+    """True for an epoch-ns int every format can show (1970 to 2262, the Event model's
+    range); the formatters leave out (or, in syslog framing, replace) any other value,
+    so that no timestamp can make them fail."""
+    return ns.__class__ is int and 0 <= ns <= MAX_TIMESTAMP_NS
+
+
 def iso_utc(ns, digits=6):
     """Epoch ns -> ``2026-11-27T12:26:07.667000Z`` (``digits`` fraction digits: 6 for RFC
-    5424's TIME-SECFRAC, 9 for ECS's date_nanos)."""
+    5424's TIME-SECFRAC, 9 for ECS's date_nanos); None for a time that cannot be shown
+    (see renderable_time)."""
+    if not 0 <= ns <= MAX_TIMESTAMP_NS:
+        return None
     seconds, fraction = divmod(ns, 1000000000)
     if digits == 9:
         return "%s.%09dZ" % (_utc_second(seconds), fraction)
@@ -130,7 +141,10 @@ def iso_utc(ns, digits=6):
 
 
 def leef_time(ns):
-    """Epoch ns -> LEEF's default devTime form ``Nov 27 2026 12:26:07.667 UTC``."""
+    """Epoch ns -> LEEF's default devTime form ``Nov 27 2026 12:26:07.667 UTC``; None for a
+    time that cannot be shown (see renderable_time)."""
+    if not 0 <= ns <= MAX_TIMESTAMP_NS:
+        return None
     seconds, fraction = divmod(ns, 1000000000)
     tm = time.gmtime(seconds)
     return "%s %02d %04d %02d:%02d:%02d.%03d UTC" % (
@@ -139,7 +153,10 @@ def leef_time(ns):
 
 
 def local_syslog_time(seconds):
-    """``Mmm dd hh:mm:ss`` in local time, as syslog(3) writes it (C-locale month)."""
+    """``Mmm dd hh:mm:ss`` in local time, as syslog(3) writes it (C-locale month). A time
+    that cannot be shown is replaced by now (syslog(3) always writes the current time)."""
+    if not 0 <= seconds <= MAX_TIMESTAMP_NS // 1000000000:
+        seconds = time.time()
     tm = time.localtime(seconds)
     return "%s %2d %02d:%02d:%02d" % (_MONTHS[tm.tm_mon - 1], tm.tm_mday, tm.tm_hour,
                                       tm.tm_min, tm.tm_sec)

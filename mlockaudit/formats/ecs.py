@@ -23,9 +23,10 @@ from .tracee import json_members, json_string, json_value
 NAME = "ecs"
 ECS_VERSION = "8.11.0"
 
-_EVENT_HEADS = {}   # (name, outcome, backend, severity) -> '"event":{...'
-_CALLS = {}         # (name, backend, probe, arch, syscall_nr) -> mlockaudit call members
-_ERRNOS = {}        # ret -> (error fragment, errno JSON)
+# Memos of rendered fragments, keyed by values partly chosen by the input: bounded.
+_EVENT_HEADS = {}   # (name, outcome, backend, severity) -> '"event":{...'; < 256
+_CALLS = {}         # (name, backend, probe, arch, syscall_nr) -> call members; < 256
+_ERRNOS = {}        # ret -> (error fragment, errno JSON); < 512
 
 
 def _id(value):
@@ -35,7 +36,8 @@ def _id(value):
 
 def render_process(process):
     """(``"process":{...`` without its closing brace, the rest of the top level, the
-    process's members of ``mlockaudit``), cached on the Process."""
+    process's members of ``mlockaudit``, the template of ``"thread"`` that closes it),
+    cached on the Process."""
     extra = process.extra
     comm, comm_hex = json_string(process.comm)
     proc = []
@@ -85,7 +87,10 @@ def render_process(process):
                      ("commandLineHex", title_hex)):
         if raw is not None:
             members += ',"%s":"%s"' % (key, raw)
-    rendered = (head, rest, members)
+    # the thread id follows the process's members (none: a trace line without tgid whose
+    # comm is unknown), so its separator belongs to the process's rendering
+    thread = (',' if proc else '') + '"thread":{"id":%d}}'
+    rendered = (head, rest, members, thread)
     return rendered
 
 
@@ -95,7 +100,8 @@ def _event_head(key):
             '"action":"%s","outcome":"%s","code":"%s","provider":%s,"module":"mlockaudit",'
             '"dataset":"mlockaudit.syscall","severity":%d' % (
                 ACTIONS[name], outcome, name, json_value(backend), severity))
-    _EVENT_HEADS[key] = head
+    if len(_EVENT_HEADS) < 256:
+        _EVENT_HEADS[key] = head
     return head
 
 
@@ -104,7 +110,8 @@ def _call_members(key):
     members = ',"backend":%s%s,"arch":%s,"syscallNumber":%s' % (
         json_value(backend), ',"probe":%s' % json_value(probe) if probe else "",
         json_value(arch), json_value(syscall_nr))
-    _CALLS[key] = members
+    if len(_CALLS) < 256:
+        _CALLS[key] = members
     return members
 
 
@@ -144,13 +151,14 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
                 _ERRNOS[ret] = cached
         error, errno_json = cached
     flags = event.flags
+    stamp = iso_utc(event.timestamp) if event.timestamp is not None else None
     parts = [
-        '{"@timestamp":"%s",' % iso_utc(event.timestamp) if event.timestamp is not None else "{",
+        '{"@timestamp":"%s",' % stamp if stamp is not None else "{",
         '"ecs":{"version":"%s"},' % ECS_VERSION,
         head,
         ',"sequence":%d},' % serial if serial.__class__ is int else "},",
         rendered[0],
-        ',"thread":{"id":%d}}' % event.tid if event.tid is not None else "}",
+        rendered[3] % event.tid if event.tid is not None else "}",
         rendered[1],
         error,
         ',"mlockaudit":{"syscall":"%s","args":%s,"flags":%s,"flagNames":%s,'

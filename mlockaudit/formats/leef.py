@@ -50,7 +50,9 @@ def render_process(process):
     return rendered
 
 
-_HEADS = {}   # (name, outcome, severity, backend) -> header + constant attributes
+# (name, outcome, severity, backend) -> header + constant attributes. The key's values come
+# from fixed vocabularies (5 calls, 3 outcomes, 8 severities, 2 backends); bounded anyway.
+_HEADS = {}
 
 
 def _head(key):
@@ -58,7 +60,8 @@ def _head(key):
     head = "LEEF:2.0|%s|%s|%s|%s|%s|" % (VENDOR, PRODUCT, VERSION, name, DELIMITER)
     head += "cat=%s^sev=%d^outcome=%s^syscall=%s^backend=%s" % (
         ACTIONS[name], LEEF_SEVERITY[severity], outcome, name, value(str(backend))[0])
-    _HEADS[key] = head
+    if len(_HEADS) < 256:
+        _HEADS[key] = head
     return head
 
 
@@ -73,8 +76,9 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
     if head is None:
         head = _head(key)
     parts = [head]
-    if event.timestamp is not None:
-        parts.append("^devTime=%s^devTimeFormat=%s" % (leef_time(event.timestamp), TIME_FORMAT))
+    stamp = leef_time(event.timestamp) if event.timestamp is not None else None
+    if stamp is not None:
+        parts.append("^devTime=%s^devTimeFormat=%s" % (stamp, TIME_FORMAT))
     if event.tid is not None:
         parts.append("^tid=%d" % event.tid)
     parts.append(rendered[0])

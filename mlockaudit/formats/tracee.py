@@ -104,10 +104,13 @@ def _args_template(name):
 
 
 _ARGS_TEMPLATES = {name: _args_template(name) for name in syscalls.FAMILY}
-_CALLS = {}        # (name, arch, backend, probe, syscall_nr) -> (call fragment, ext fragment)
-_FLAG_NAMES = {}   # (name, flags) -> JSON of the decoded flags (bounded)
-_ERRNO_NAMES = {}  # ret -> JSON of the errno name
-_CONSTANTS = {}    # (key, str value) -> ',"key":"value"' for repeated event extras
+# Memos of rendered fragments. Each is keyed by values the input chooses (flags, return
+# values, a capture header's arch) and bounded: a miss only costs rendering the fragment,
+# while 1M distinct exit values once grew an unbounded memo to 100 MB.
+_CALLS = {}        # (name, arch, backend, probe, syscall_nr) -> fragments; < 256
+_FLAG_NAMES = {}   # (name, flags) -> JSON of the decoded flags; < 256
+_ERRNO_NAMES = {}  # ret -> JSON of the errno name; < 512 (errno values are < 4096)
+_CONSTANTS = {}    # (key, str value) -> ',"key":"value"' for repeated event extras; < 1024
 
 
 def _call_fragments(key):
@@ -120,7 +123,8 @@ def _call_fragments(key):
             backend, '"probe":"%s",' % probe if probe else "", json_value(arch),
             _num(syscall_nr)),
     )
-    _CALLS[key] = fragments
+    if len(_CALLS) < 256:
+        _CALLS[key] = fragments
     return fragments
 
 
@@ -213,7 +217,9 @@ def format_event(event):
         else:
             errno_json = _ERRNO_NAMES.get(ret)
             if errno_json is None:
-                errno_json = _ERRNO_NAMES[ret] = json_value(syscalls.errno_name(ret))
+                errno_json = json_value(syscalls.errno_name(ret))
+                if len(_ERRNO_NAMES) < 512:
+                    _ERRNO_NAMES[ret] = errno_json
     timestamp, cpu, tid, ns_tid = event.timestamp, event.cpu, event.tid, event.ns_tid
     return "".join((
         parts[0], "null" if timestamp is None else str(timestamp),

@@ -4,6 +4,19 @@ import os
 import sys
 
 
+class OutputWriteError(Exception):
+    """A message could not be written (ENOSPC, EIO, ...): the output's fault, never the
+    input's. Not an OSError, so that readers that handle their input's OSErrors (replay)
+    let it through to the command, which says which output failed. A closed pipe stays a
+    BrokenPipeError (a reader such as ``head`` that has seen enough)."""
+
+    def __init__(self, name, error):
+        Exception.__init__(self, "cannot write the output %s: %s" % (
+            "- (standard output)" if name == "-" else name, error.strerror or error))
+        self.name = name
+        self.error = error
+
+
 class StreamTransport(object):
     """Writes one line per message to a binary stream, buffered.
 
@@ -26,11 +39,21 @@ class StreamTransport(object):
             self._stream = open(self.path, "ab", self._buffer_size)
 
     def send(self, message, event=None):
-        self._stream.write(message.encode("utf-8", "surrogateescape") + b"\n")
+        try:
+            self._stream.write(message.encode("utf-8", "surrogateescape") + b"\n")
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputWriteError(self.name, exc)
         self.sent += 1
 
     def flush(self):
-        self._stream.flush()
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputWriteError(self.name, exc)
 
     def stats(self):
         """Writes to a stream either succeed or raise: nothing is queued or dropped."""
@@ -42,14 +65,22 @@ class StreamTransport(object):
         self._open()
 
     def close(self):
-        if self._stream is not None:
+        """Flush and close; raises OutputWriteError when what was buffered cannot be
+        written (the stream is closed all the same)."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        failed = None
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            pass
+        except OSError as exc:
+            failed = exc
+        finally:
             try:
-                self._stream.flush()
-            except BrokenPipeError:
+                stream.close()          # (flushes again what could not be written: fails)
+            except OSError:
                 pass
-            finally:
-                try:
-                    self._stream.close()
-                except BrokenPipeError:
-                    pass
-                self._stream = None
+        if failed is not None:
+            raise OutputWriteError(self.name, failed)

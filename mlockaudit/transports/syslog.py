@@ -160,8 +160,8 @@ class Framer(object):
         if sd is None:
             sd = self.structured_data(event, sequence, cut)
         head = "<%d>1 %s %s %s %d %s %s " % (
-            self.facility * 8 + severity, iso_utc(timestamp), self.hostname_of(event), APP_NAME,
-            self.procid, msgid, sd)
+            self.facility * 8 + severity, iso_utc(timestamp) or "-",    # (NILVALUE: a time
+            self.hostname_of(event), APP_NAME, self.procid, msgid, sd)  # no format can show)
         return head.encode("utf-8") + message.encode("utf-8", "surrogateescape")
 
     def local(self, message, event, severity):
