@@ -9,8 +9,6 @@ Sources of truth, in order:
    instances and probe groups named after a dead mlockaudit process.
 """
 
-import os
-
 from .state import InstanceLock, StateFile, stale_state
 
 
@@ -35,70 +33,22 @@ def cleanup_stale(log=None):
 
 
 def _cleanup_tracefs(section):
-    """A dead run's instance, probes and mount (from its state), then any instance or
-    probe group named after a dead mlockaudit process (state lost)."""
-    from .tracefs import instance as tracefs
-    from .tracefs.source import remove_changes
-    done = []
-    if section:
-        problems = remove_changes(None, section)
-        done.append("tracefs: undid a dead run's changes")
-        done += ["tracefs: " + problem for problem in problems]
-    root = tracefs.find_tracefs()
-    if root is None:
-        return done
-    for name in tracefs.stale_instances(root):
-        try:
-            tracefs.remove_instance_dir(os.path.join(root, "instances", name))
-            done.append("tracefs: removed instance %s of a dead mlockaudit" % name)
-        except tracefs.TracefsError as exc:
-            done.append("tracefs: %s" % exc)
-    for probe in tracefs.stale_probes(root):
-        try:
-            with open(os.path.join(root, "kprobe_events"), "a") as handle:
-                handle.write("-:%s\n" % probe)
-            done.append("tracefs: removed kprobe %s of a dead mlockaudit" % probe)
-        except OSError as exc:
-            done.append("tracefs: could not remove kprobe %s: %s" % (probe, exc.strerror))
-    return done
+    from .tracefs.lifecycle import cleanup_dead
+    return cleanup_dead(section)
 
 
 def _cleanup_audit(section, log):
-    done = []
     try:
-        from .audit.netlink import AuditControl, AuditError
-        from .audit import lifecycle
+        from .audit.lifecycle import DeadRunError, cleanup_dead
     except ImportError:                             # pyroute2 missing: nothing to do here
-        return done
+        if section:
+            raise CleanupError("pyroute2 is missing: a dead run's audit changes cannot be "
+                               "undone")
+        return []
     try:
-        control = AuditControl()
-    except (OSError, ImportError) as exc:           # no NETLINK_AUDIT, or no pyroute2
-        if section:
-            raise CleanupError("cannot reach the audit subsystem to undo a dead run: %s" % exc)
-        return done
-    with control:
-        if section:
-            problems = lifecycle.remove_changes(control, section)
-            done.append("audit: undid a dead run's changes (%d rules)" % len(section.get("rules", [])))
-            done += ["audit: " + problem for problem in problems]
-        dead_rules, others = lifecycle.stray_rules(control)
-        for data in dead_rules:
-            try:
-                control.delete_rule(data)
-                done.append("audit: deleted the own-process rule of a dead mlockaudit")
-            except AuditError as exc:
-                done.append("audit: could not delete a stray rule: %s" % exc)
-        pid = lifecycle.dead_daemon_pid(control)
-        if pid:
-            try:
-                control.set_status(pid=0)
-                done.append("audit: released audit pid %d (a dead process)" % pid)
-            except AuditError as exc:
-                done.append("audit: could not release dead audit pid %d: %s" % (pid, exc))
-        if others and log is not None and not section:
-            log("audit: %d rule(s) keyed mlockaudit were left in place: no mlockaudit run "
-                "installed them (a rules file loaded by augenrules?)" % len(others))
-    return done
+        return cleanup_dead(section, log)
+    except DeadRunError as exc:
+        raise CleanupError(str(exc))
 
 
 def run_cleanup(log):

@@ -160,6 +160,9 @@ def _close_quietly(out):
                    "on stdin) or a log file to follow.")
 @click.option("--buffer-kb", type=click.IntRange(64, 1 << 20), default=None, metavar="KB",
               help="tracefs: ring buffer per CPU (default 16384, at most 128 MB in all).")
+@click.option("--batch-ms", type=click.IntRange(0, 1000), default=None, metavar="MS",
+              help="Read at most every MS ms while little arrives (default 50): the most "
+                   "an event waits before it is read; 0 reads every record at once.")
 @click.option("--include-uid", multiple=True, metavar="UID", help="Only these real uids.")
 @click.option("--exclude-uid", multiple=True, metavar="UID", help="Not these real uids.")
 @click.option("--include-comm", multiple=True, metavar="NAME",

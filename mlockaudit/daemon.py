@@ -11,8 +11,9 @@ import os
 import signal
 import sys
 
-from . import cleanup as cleanup_module
+from . import cleanup as cleanup_module, loop
 from .notify import notify
+from .source import SourceOptions
 from .state import AlreadyRunning, InstanceLock, Session
 
 
@@ -35,23 +36,24 @@ def select_backend():
     return report["selected"]
 
 
-def make_backend(name, emit, session, events, hostname, input_path=None, probe="auto",
-                 buffer_kb=None):
-    if name == "audit":
-        from .audit.source import AuditBackend
-        return AuditBackend(emit, session, events=events, hostname=hostname, log=_say,
-                            input_path=input_path)
-    if name == "tracefs":
-        if input_path is not None:
-            raise StartError("--input reads auditd's text: it needs --backend audit")
-        from .tracefs.source import TracefsBackend
-        return TracefsBackend(emit, session, events=events, hostname=hostname, log=_say,
-                              probe=probe, buffer_kb=buffer_kb)
-    raise StartError("unknown backend %r" % name)
+#: The sources ``--backend`` names (module, class), imported when chosen.
+SOURCES = {"audit": ("mlockaudit.audit.backend", "AuditSource"),
+           "tracefs": ("mlockaudit.tracefs.backend", "TracefsSource")}
+
+
+def make_source(name, emit, session, options):
+    """The Source ``name`` (source.py), built with ``options`` (a SourceOptions)."""
+    import importlib
+    if name not in SOURCES:
+        raise StartError("unknown backend %r" % name)
+    if name != "audit" and options.input_path is not None:
+        raise StartError("--input reads auditd's text: it needs --backend audit")
+    module, cls = SOURCES[name]
+    return getattr(importlib.import_module(module), cls)(emit, session, options)
 
 
 #: Options that shape the backend: changing them needs a restart, not a SIGHUP.
-BACKEND_OPTIONS = ("backend", "probe", "events", "input_path", "buffer_kb")
+BACKEND_OPTIONS = ("backend", "probe", "events", "input_path", "buffer_kb", "batch_ms")
 FILTER_OPTIONS = ("include_uid", "exclude_uid", "include_comm", "exclude_comm", "include_exe",
                   "exclude_exe", "include_pid", "exclude_pid", "failures_only")
 
@@ -77,7 +79,7 @@ class Daemon(object):
         self.reload = reload
         self._stop = False
         self._hup = False
-        self.backend = None
+        self.source = None
 
     def _on_stop(self, signum, frame):
         self._stop = True
@@ -122,7 +124,7 @@ class Daemon(object):
             options, event_filter = self.options, self.filter
             outputs = self.open_outputs(options)
         self.outputs, self.filter, self.options = outputs, event_filter, options
-        self.backend.set_emit(self._emit_for(outputs, event_filter))
+        self.source.set_emit(self._emit_for(outputs, event_filter))
         self._start_heartbeat()
         _say("reload: configuration applied")
 
@@ -133,7 +135,7 @@ class Daemon(object):
         self._retired_lost = getattr(self, "_retired_lost", 0) + self.outputs.stats()["lost"]
 
     def _heartbeat_stats(self):
-        stats = self.backend.stats()
+        stats = self.source.stats()
         return {"events": stats["events"], "lost": stats["lost"], "backend": self.backend_name,
                 "mode": stats.get("mode"), "in_flight": stats.get("in_flight", 0)}
 
@@ -148,6 +150,7 @@ class Daemon(object):
             raise StartError(str(exc))
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
+        os.set_blocking(wake_r, False)
         old_handlers = {}
         session = None
         problems = []
@@ -163,23 +166,29 @@ class Daemon(object):
                 self.backend_name = "audit" if options.get("input_path") else select_backend()
             session = Session()
             session.commit()
-            self.backend = make_backend(
+            self.source = make_source(
                 self.backend_name, self._emit_for(self.outputs, self.filter), session,
-                options.get("events"), os.uname().nodename, options.get("input_path"),
-                options.get("probe") or "auto", options.get("buffer_kb"))
+                SourceOptions(events=options.get("events"), hostname=os.uname().nodename,
+                              log=_say, input_path=options.get("input_path"),
+                              probe=options.get("probe") or "auto",
+                              buffer_kb=options.get("buffer_kb"),
+                              batch_ms=options.get("batch_ms")))
             try:
-                description = self.backend.setup()
+                description = self.source.setup()
             except BaseException:
-                problems += self.backend.stop()
+                problems += self.source.stop()
                 raise
             _say("ready: " + description)
             notify("READY=1\nSTATUS=tracing with %s" % self.backend_name)
             self._start_heartbeat()
             try:
-                self.backend.run(lambda: self._stop, wakeup_fd=wake_r, on_tick=self._tick)
+                batch_ms = options.get("batch_ms")
+                loop.run(self.source, lambda: self._stop, wakeup_fd=wake_r,
+                         on_tick=self._tick, batch_seconds=(
+                             loop.BATCH_SECONDS if batch_ms is None else batch_ms / 1000.0))
             finally:
                 notify("STOPPING=1")
-                problems += self.backend.stop()
+                problems += self.source.stop()
                 self.outputs.flush()
                 self.outputs.close()          # delivers what is queued, within a deadline
             signal.set_wakeup_fd(old_wakeup)
@@ -191,8 +200,8 @@ class Daemon(object):
             if session is not None and not problems:
                 session.finish()
             lock.release()
-            if self.backend is not None:
-                stats = self.backend.stats()
+            if self.source is not None:
+                stats = self.source.stats()
                 delivery_lost = self.outputs.stats()["lost"] + getattr(self, "_retired_lost", 0)
                 details = " ".join("%s=%s" % (key, value) for key, value in stats.items()
                                    if key not in ("events", "lost"))

@@ -22,38 +22,10 @@ unmounted right after; tracefs is looked for, not mounted (``start`` mounts it).
 """
 
 import os
-import re
 
-from . import procfs
-from .syscalls import FAMILY, host_arch
-from .tracefs.instance import TRACEFS_CANDIDATES, find_tracefs
-
-SECURITYFS = "/sys/kernel/security"
-
-
-def kernel_version(release=None):
-    numbers = re.findall(r"\d+", release or os.uname().release)[:2]
-    return tuple(int(n) for n in numbers) if len(numbers) == 2 else (0, 0)
-
-
-def lockdown_mode():
-    """'none', 'integrity', 'confidentiality', or None when the LSM is absent/unreadable."""
-    path = os.path.join(SECURITYFS, "lockdown")
-    mounted_here = False
-    if not os.path.exists(path) and os.path.isdir(SECURITYFS) and os.geteuid() == 0 \
-            and not os.listdir(SECURITYFS):
-        mounted_here = os.system("mount -t securityfs securityfs %s >/dev/null 2>&1"
-                                 % SECURITYFS) == 0
-    try:
-        with open(path) as handle:
-            text = handle.read()
-        match = re.search(r"\[(\w+)\]", text)
-        return match.group(1) if match else None
-    except OSError:
-        return None
-    finally:
-        if mounted_here:
-            os.system("umount %s >/dev/null 2>&1" % SECURITYFS)
+from . import host, procfs
+from .host import TRACEFS_PATHS, kernel_version, lockdown_mode
+from .syscalls import FAMILY
 
 
 def probe_bpf(version, lockdown):
@@ -73,16 +45,17 @@ def probe_bpf(version, lockdown):
 def probe_tracefs(lockdown):
     """What tracefs offers. When it is not mounted, it is mounted for the look and
     unmounted again (start mounts it itself, and unmounts it at stop)."""
-    root = find_tracefs()
+    root = host.find_tracefs()
     mounted_here = False
-    if root is None and lockdown != "confidentiality" and os.geteuid() == 0:
-        root = find_tracefs(mount=True)
-        mounted_here = root is not None
+    if root is None and lockdown != "confidentiality" and os.geteuid() == 0 \
+            and os.path.isdir(TRACEFS_PATHS[0]):
+        mounted_here = host.mount("tracefs", TRACEFS_PATHS[0])
+        root = host.find_tracefs() if mounted_here else None
     try:
         info = _probe_tracefs(root, lockdown)
     finally:
         if mounted_here:
-            os.system("umount %s >/dev/null 2>&1" % root)
+            host.unmount(TRACEFS_PATHS[0])
     info["mounted"] = root is not None and not mounted_here
     return info
 
@@ -95,7 +68,7 @@ def _probe_tracefs(root, lockdown):
         return info
     if root is None:
         info["why"] = "no tracefs (not mounted at %s and it cannot be mounted)" % (
-            " or ".join(TRACEFS_CANDIDATES))
+            " or ".join(TRACEFS_PATHS))
         return info
     events = os.path.join(root, "events", "syscalls")
     present = [name for name in FAMILY
@@ -139,7 +112,7 @@ def probe_audit(version):
         info["why"] = "cannot talk to the kernel's audit (NETLINK_AUDIT): %s" % (
             exc.strerror or exc)
         return info
-    from .audit.source import choose_mode
+    from .audit.backend import choose_mode
     info["status"] = status
     info["enabled"] = status["enabled"]
     pid = status["pid"]
@@ -159,7 +132,7 @@ def probe_audit(version):
 
 def calls_present():
     from .audit.rules import available_calls
-    arch = host_arch(os.uname().machine)
+    arch = host.native_arch()
     if arch is None:
         return {}
     return {name: reason is None for name, reason in available_calls(arch, arch).items()}
@@ -186,12 +159,12 @@ def select_backend(report):
 
 
 def probe_host():
-    release = os.uname().release
+    release = host.kernel_release()
     version = kernel_version(release)
     lockdown = lockdown_mode()
     report = {
         "kernel": {"release": release, "version": "%d.%d" % version,
-                   "machine": os.uname().machine, "arch": host_arch(os.uname().machine)},
+                   "machine": host.machine(), "arch": host.native_arch()},
         "lockdown": lockdown,
         "bpf": probe_bpf(version, lockdown),
         "calls": calls_present(),

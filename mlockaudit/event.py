@@ -43,12 +43,18 @@ class Process(object):
         "exe",            # executable path, surrogateescape str
         "hostname",       # node the process runs on
         "container_id",   # "" when known not to be in a container, None when unknown
+        "start_time",     # epoch ns the thread-group leader started (Tracee's entity ids)
+        "parent_start_time",  # epoch ns the parent process's leader started
+        "mnt_ns",         # mount and pid namespace inode numbers (/proc/PID/ns/*)
+        "pid_ns",
+        "cgroup_id",      # cgroup v2 id (the inode of its cgroup directory)
         "extra",          # dict: what this source knows beyond Tracee's fields
         "rendered",       # format name -> cached rendering (owned by the formats)
     )
 
     def __init__(self, pid=None, ppid=None, ns_pid=None, ns_ppid=None, uid=None, comm=None,
-                 exe=None, hostname=None, container_id=None, extra=None):
+                 exe=None, hostname=None, container_id=None, extra=None, start_time=None,
+                 parent_start_time=None, mnt_ns=None, pid_ns=None, cgroup_id=None):
         self.pid = pid
         self.ppid = ppid
         self.ns_pid = ns_pid
@@ -58,8 +64,21 @@ class Process(object):
         self.exe = exe
         self.hostname = hostname
         self.container_id = container_id
+        self.start_time = start_time
+        self.parent_start_time = parent_start_time
+        self.mnt_ns = mnt_ns
+        self.pid_ns = pid_ns
+        self.cgroup_id = cgroup_id
         self.extra = extra if extra is not None else {}
         self.rendered = {}
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied (and no rendering cache of its own)."""
+        copy = Process.__new__(Process)
+        for name in Process.__slots__:
+            setattr(copy, name, changes[name] if name in changes else getattr(self, name))
+        copy.rendered = {}
+        return copy
 
     def __repr__(self):
         return "Process(pid=%s comm=%r)" % (self.pid, self.comm)
@@ -82,10 +101,12 @@ class Event(object):
         "args",           # tuple of raw unsigned values (or None each), Tracee order
         "ret",            # signed return value, None when the exit was never seen
         "extra",          # dict: facts about this call beyond Tracee's (serial, ...)
+        "thread_start",   # epoch ns the calling thread started, or None
     )
 
     def __init__(self, name, backend, process, timestamp=None, arch=None, syscall_nr=None,
-                 tid=None, ns_tid=None, cpu=None, args=(), ret=None, extra=None, probe=None):
+                 tid=None, ns_tid=None, cpu=None, args=(), ret=None, extra=None, probe=None,
+                 thread_start=None):
         self.name = name
         self.backend = backend
         self.probe = probe
@@ -99,6 +120,14 @@ class Event(object):
         self.args = args
         self.ret = ret
         self.extra = extra if extra is not None else {}
+        self.thread_start = thread_start
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied."""
+        copy = Event.__new__(Event)
+        for name in Event.__slots__:
+            setattr(copy, name, changes[name] if name in changes else getattr(self, name))
+        return copy
 
     def __repr__(self):
         return "Event(%s pid=%s tid=%s comm=%r args=%r ret=%s)" % (

@@ -1,65 +1,17 @@
-"""Output targets (``-o``): parse the target strings and fan each event out to them."""
+"""The outputs of a run (``-o``, repeatable): each event formatted once, the message handed
+to every transport (transports/), delivery counted across them, the heartbeat."""
 
 import threading
 
 from .formats import get_formatter, get_stats_formatter
-from .formats.common import DEFAULT_SEVERITIES, severities as make_severities
+from .formats.common import DEFAULT_SEVERITIES
+from .transports.base import TransportError
+from .transports.options import OutputOptions
 from .transports.stream import StreamTransport
+from .transports.syslog import SyslogTransport
 
-
-class OutputError(ValueError):
-    """A target string that cannot be used; the message says why."""
-
-
-class OutputOptions(object):
-    """Everything about delivery that is not the target string itself (CLI options of
-    ``start`` and ``replay``; the defaults are the documented ones)."""
-
-    def __init__(self, spool_dir=None, spool_max_mb=256, tls_ca=None, tls_cert=None,
-                 tls_key=None, tls_insecure=False, syslog_pen=None, facility=None,
-                 severity_success=None, severity_failure=None, stats_interval=60.0,
-                 queue_size=50000, flush_timeout=5.0, connect_timeout=5.0,
-                 reconnect_min=0.2, reconnect_max=30.0, udp_max=None, hostname=None,
-                 block_when_full=False):
-        from .transports import syslog
-        self.spool_dir = spool_dir
-        if spool_max_mb is None or spool_max_mb <= 0:
-            raise OutputError("--spool-max-mb must be > 0")
-        self.spool_max_mb = spool_max_mb
-        self.tls_ca = tls_ca
-        self.tls_cert = tls_cert
-        self.tls_key = tls_key
-        self.tls_insecure = tls_insecure
-        self.syslog_pen = syslog.DEFAULT_PEN if syslog_pen is None else syslog_pen
-        if not 0 < self.syslog_pen < 2 ** 31:
-            raise OutputError("--syslog-pen must be a positive private enterprise number")
-        if facility is None:
-            self.facility = syslog.DEFAULT_FACILITY
-        elif isinstance(facility, int):
-            self.facility = facility
-        elif str(facility).isdigit():
-            self.facility = int(facility)
-        elif facility in syslog.FACILITIES:
-            self.facility = syslog.FACILITIES[facility]
-        else:
-            raise OutputError("unknown syslog facility %r (one of %s)" % (
-                facility, ", ".join(syslog.FACILITIES)))
-        if not 0 <= self.facility <= 23:
-            raise OutputError("syslog facility must be 0..23")
-        try:
-            self.severities = make_severities(severity_success, severity_failure)
-        except ValueError as exc:
-            raise OutputError(str(exc))
-        self.stats_interval = stats_interval
-        self.queue_size = queue_size
-        self.flush_timeout = flush_timeout
-        self.connect_timeout = connect_timeout
-        self.reconnect_min = reconnect_min
-        self.reconnect_max = reconnect_max
-        self.udp_max = syslog.UDP_MAX if udp_max is None else udp_max
-        self.hostname = hostname
-        # start: a full queue drops (the reader must never wait); replay: it waits
-        self.block_when_full = block_when_full
+#: A target or delivery option that cannot be used (the CLI's usage error).
+OutputError = TransportError
 
 
 def open_transport(target, options=None, formatter=None):
@@ -70,20 +22,16 @@ def open_transport(target, options=None, formatter=None):
     if target.startswith("file:"):
         path = target[5:]
         if not path:
-            raise OutputError("file: target needs a path, e.g. file:/var/log/mlockaudit.jsonl")
+            raise TransportError("file: target needs a path, e.g. file:/var/log/mlockaudit.jsonl")
         try:
             return StreamTransport(path)
         except OSError as exc:
-            raise OutputError("cannot open %s: %s" % (path, exc.strerror))
+            raise TransportError("cannot open %s: %s" % (path, exc.strerror))
     if target == "syslog" or target.startswith("syslog:") or target.startswith("syslog+"):
-        from .transports.syslog import SyslogError, SyslogTransport
-        try:
-            return SyslogTransport(target, options or OutputOptions(), formatter=formatter)
-        except SyslogError as exc:
-            raise OutputError(str(exc))
-    raise OutputError("unknown output target %r (use -, file:PATH, syslog:[PATH], "
-                      "syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, syslog+tls://HOST:PORT)"
-                      % target)
+        return SyslogTransport(target, options or OutputOptions(), formatter=formatter)
+    raise TransportError("unknown output target %r (use -, file:PATH, syslog:[PATH], "
+                         "syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, "
+                         "syslog+tls://HOST:PORT)" % target)
 
 
 class Outputs(object):
@@ -130,7 +78,7 @@ class Outputs(object):
         at the flush deadline); it stays readable after close()."""
         per = dict(self._closed_stats)
         for transport in self.transports:
-            per[transport.name] = transport_stats(transport)
+            per[transport.name] = transport.stats()
         total = {"lost": 0, "queued": 0, "sent": 0, "spooled": 0, "spool_depth": 0,
                  "reconnects": 0, "truncated": 0}
         for stats in per.values():
@@ -169,9 +117,8 @@ class Outputs(object):
                              sent=delivery["sent"], spool_depth=delivery["spool_depth"])
         message = self.format_stats(message_stats)
         for transport in self.transports:
-            send_stats = getattr(transport, "send_stats", None)
-            if send_stats is not None:
-                send_stats(message, message_stats)
+            if transport.takes_stats:
+                transport.send_stats(message, message_stats)
 
     def start_heartbeat(self, source, interval=None):
         """Call ``heartbeat(source())`` every ``interval`` seconds (the options'
@@ -181,7 +128,7 @@ class Outputs(object):
         interval = self.options.stats_interval if interval is None else interval
         if not interval or interval <= 0 or self._heartbeat is not None:
             return
-        if not any(hasattr(t, "send_stats") for t in self.transports):
+        if not any(transport.takes_stats for transport in self.transports):
             return
 
         def run():
@@ -199,17 +146,8 @@ class Outputs(object):
             self._heartbeat.join()
             self._heartbeat = None
         for transport in self.transports:
-            begin_close = getattr(transport, "begin_close", None)
-            if begin_close is not None:
-                begin_close()
+            transport.begin_close()
         for transport in self.transports:
             transport.close()
-            self._closed_stats[transport.name] = transport_stats(transport)
+            self._closed_stats[transport.name] = transport.stats()
         self.transports = []
-
-
-def transport_stats(transport):
-    stats = getattr(transport, "stats", None)
-    if stats is not None:
-        return stats()
-    return {"sent": getattr(transport, "sent", 0), "dropped": 0, "queued": 0}

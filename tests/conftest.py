@@ -83,7 +83,7 @@ def run_dir(tmp_path):
 def tracefs_guard(run_dir):
     """Snapshot tracefs; after the test, whatever happened, nothing of ours is left (and
     the test fails if the tracer itself had left something)."""
-    from live import TRACEFS, kill_tracers, mount_tracefs, run_cli, tracefs_snapshot
+    from live_helpers import TRACEFS, kill_tracers, mount_tracefs, run_cli, tracefs_snapshot
     mount_tracefs()
     assert not [name for name in os.listdir(os.path.join(TRACEFS, "instances"))
                 if name.startswith("mlockaudit_")], "mlockaudit instances left before the test"
@@ -98,7 +98,7 @@ def tracefs_guard(run_dir):
 @pytest.fixture
 def audit_guard(run_dir):
     """The same for the kernel's audit state (rules and settings)."""
-    from live import audit_snapshot, kill_tracers, our_rules, run_cli
+    from live_helpers import audit_snapshot, kill_tracers, our_rules, run_cli
     assert not our_rules(), "the kernel holds mlockaudit rules before the test started"
     before = audit_snapshot()
     yield before
@@ -134,7 +134,7 @@ def auditd(audit_guard):
     import subprocess
     import tempfile
     import time
-    from live import audit_snapshot
+    from live_helpers import audit_snapshot
     if shutil.which("auditd") is None:
         pytest.fail("auditd is not installed (scripts/test installs it)")
     work = tempfile.mkdtemp(prefix="mlockaudit-auditd-")

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import CAPTURES, ROOT, legacy_python
-from live import kill_tracers, mount_tracefs, tracefs_snapshot
+from live_helpers import kill_tracers, mount_tracefs, tracefs_snapshot
 
 SUPPORTED = ("3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13")
 FIXTURES = sorted(glob.glob(os.path.join(CAPTURES, "*.log")) + glob.glob(os.path.join(CAPTURES, "*.trace")))
@@ -93,7 +93,7 @@ def test_system_python_runs_it(pyz):
 def test_start_on_python_3_6_reports_a_workload(backend, pyz, tmp_path, run_dir):
     """RHEL 7/8's python3 is 3.6: the file traces there, on each backend, and leaves the
     kernel as it found it."""
-    from live import audit_snapshot, run_workload
+    from live_helpers import audit_snapshot, run_workload
     python = interpreter("3.6")
     mount_tracefs()
     before = (tracefs_snapshot(), audit_snapshot())

@@ -31,7 +31,6 @@ _FAMILY_NUMBERS = frozenset(nr for table in syscalls.SYSCALL_NUMBERS.values()
 _FAMILY_NUMBER_BYTES = frozenset(str(nr).encode() for nr in _FAMILY_NUMBERS)
 
 
-
 class _Entry(object):
     """An mlock-family event in flight (or records that arrived before their SYSCALL)."""
 
@@ -47,6 +46,15 @@ class _Entry(object):
         self.proctitle = None
         self.node = node
         self.ended = False
+        self.born = born
+
+
+class _Foreign(object):
+    """The stamp of an event of another syscall: its later records are dropped by it."""
+
+    __slots__ = ("born",)
+
+    def __init__(self, born):
         self.born = born
 
 
@@ -81,6 +89,10 @@ class Assembler(object):
 
     def set_emit(self, emit):
         self._emit = emit
+
+    def set_enrich(self, enrich):
+        """``enrich(process, timestamp) -> process``: what /proc adds, live only."""
+        self._builder.enrich = enrich
 
     def feed(self, rtype, stamp, body, node=None):
         """One record. ``stamp`` is the ``SEC.MS:SERIAL`` bytes that identify its event;
@@ -188,7 +200,7 @@ class Assembler(object):
                 return
             del pending[key]                     # early records of a foreign event
             return
-        pending[key] = self._clock
+        pending[key] = _Foreign(self._clock)
         if len(pending) > self.max_pending:
             self._evict()
 
@@ -229,8 +241,7 @@ class Assembler(object):
         while pending:
             key = next(iter(pending))
             entry = pending[key]
-            born = entry.born if entry.__class__ is _Entry else entry
-            if born > limit:
+            if entry.born > limit:
                 break
             del pending[key]
             self._finish(key, entry)

@@ -81,6 +81,7 @@ class EventBuilder(object):
         self._processes = {}
         self._cut = set()        # keys of _processes whose records were cut (same bound)
         self.incomplete = 0      # events marked incomplete here (a cut record)
+        self.enrich = None       # live: (process, timestamp) -> process with /proc facts
 
     def process(self, tail, proctitle, node):
         """The Process for a SYSCALL's process part (bytes, or parsed fields)."""
@@ -129,6 +130,8 @@ class EventBuilder(object):
                 self.incomplete += 1
         serial = entry.serial
         extra = {"serial": serial} if complete else {"serial": serial, "incomplete": True}
+        if self.enrich is not None:
+            process = self.enrich(process, entry.timestamp)
         return Event(name, "audit", process, entry.timestamp, entry.arch, entry.number, None,
                      None, None, args, int(exit_value) if exit_value is not None else None,
                      extra)

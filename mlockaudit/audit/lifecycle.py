@@ -16,7 +16,11 @@ import errno
 
 from .. import procfs
 from . import rules as audit_rules
-from .netlink import AuditError
+from .netlink import AuditControl, AuditError
+
+
+class DeadRunError(Exception):
+    """A dead run's audit changes are recorded but cannot be undone from here."""
 
 
 class AuditSetup(object):
@@ -178,3 +182,40 @@ def dead_daemon_pid(control):
     if pid and not procfs.process_alive(pid):
         return pid
     return None
+
+
+def cleanup_dead(section, log=None):
+    """``cleanup`` and the next ``start``: a dead run's audit changes, from its state
+    section, then what survives without it: a never-rule of a dead pid, an audit pid that
+    points at a dead process. Raises DeadRunError when a dead run's changes are known
+    but audit cannot be reached to undo them."""
+    done = []
+    try:
+        control = AuditControl()
+    except (OSError, ImportError) as exc:           # no NETLINK_AUDIT, or no pyroute2
+        if section:
+            raise DeadRunError("cannot reach the audit subsystem to undo a dead run: %s" % exc)
+        return done
+    with control:
+        if section:
+            problems = remove_changes(control, section)
+            done.append("audit: undid a dead run's changes (%d rules)" % len(section.get("rules", [])))
+            done += ["audit: " + problem for problem in problems]
+        dead_rules, others = stray_rules(control)
+        for data in dead_rules:
+            try:
+                control.delete_rule(data)
+                done.append("audit: deleted the own-process rule of a dead mlockaudit")
+            except AuditError as exc:
+                done.append("audit: could not delete a stray rule: %s" % exc)
+        pid = dead_daemon_pid(control)
+        if pid:
+            try:
+                control.set_status(pid=0)
+                done.append("audit: released audit pid %d (a dead process)" % pid)
+            except AuditError as exc:
+                done.append("audit: could not release dead audit pid %d: %s" % (pid, exc))
+        if others and log is not None and not section:
+            log("audit: %d rule(s) keyed mlockaudit were left in place: no mlockaudit run "
+                "installed them (a rules file loaded by augenrules?)" % len(others))
+    return done

@@ -20,11 +20,9 @@ Rules we install:
   so mlockaudit's own syscalls never feed records back into the stream it reads.
 """
 
-import os
-import re
 import struct
 
-from .. import syscalls
+from .. import host, syscalls
 
 KEY = "mlockaudit"
 
@@ -145,26 +143,6 @@ def parse_rule_bytes(data):
     return out
 
 
-def kernel_release_tuple(release=None):
-    release = release or os.uname().release
-    numbers = re.findall(r"\d+", release)[:2]
-    return tuple(int(n) for n in numbers) if len(numbers) == 2 else (0, 0)
-
-
-def _kallsyms_names(path="/proc/kallsyms"):
-    """Function names the running kernel has (None when kallsyms is unreadable)."""
-    names = set()
-    try:
-        with open(path, "rb") as handle:
-            for line in handle:
-                parts = line.split()
-                if len(parts) >= 3 and b"sys_m" in parts[2]:
-                    names.add(parts[2].decode("ascii", "replace"))
-    except OSError:
-        return None
-    return names or None
-
-
 _NATIVE_PREFIXES = ("__x64_sys_", "__arm64_sys_", "SyS_", "sys_", "__se_sys_", "__do_sys_")
 _COMPAT_PREFIXES = {"i386": ("__ia32_sys_", "__ia32_compat_sys_", "compat_sys_"),
                     "arm": ("__arm64_compat_sys_", "__arm64_sys_", "compat_sys_")}
@@ -176,7 +154,7 @@ def available_calls(arch, native_arch, kallsyms=None, release=None):
     Asked of /proc/kallsyms (never guessed from the version when the kernel can answer);
     the version is the fallback when kallsyms is unreadable. ``kallsyms``: the names to
     use instead of reading them (tests); an empty set means "unreadable"."""
-    names = _kallsyms_names() if kallsyms is None else (kallsyms or None)
+    names = (set(host.kallsyms() or ()) or None) if kallsyms is None else (kallsyms or None)
     result = {}
     if arch != native_arch and names is not None:
         has_compat = any(name.startswith(("__ia32_", "ia32_", "compat_sys_", "__arm64_compat"))
@@ -190,9 +168,9 @@ def available_calls(arch, native_arch, kallsyms=None, release=None):
                                            else ())
             found = any(prefix + name in names for prefix in prefixes)
             result[name] = None if found else "no %s in /proc/kallsyms" % name
-        elif name == "mlock2" and kernel_release_tuple(release) < MLOCK2_SINCE:
+        elif name == "mlock2" and host.kernel_version(release) < MLOCK2_SINCE:
             result[name] = "mlock2 arrived in Linux 4.4; this kernel is %s" % (
-                release or os.uname().release)
+                release or host.kernel_release())
         else:
             result[name] = None
     return result

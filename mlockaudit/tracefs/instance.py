@@ -19,56 +19,28 @@ import time
 from .. import procfs
 from ..compat import CLOCK_BOOTTIME, CLOCK_MONOTONIC, clock_gettime_ns, time_ns
 
-TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 INSTANCE_PREFIX = "mlockaudit_"
 _INSTANCE_NAME = re.compile(r"\Amlockaudit_(\d+)_(\d+)\Z")
 
 # trace_clock choices, best first, with the POSIX clock each one follows.
-_CLOCKS = (("boot", CLOCK_BOOTTIME), ("mono", CLOCK_MONOTONIC), ("local", CLOCK_MONOTONIC))
+# "global" (3.10's cross-CPU clock) before "local": the per-CPU buffers are merged by time,
+# and "local" (sched_clock per CPU) need not agree between CPUs.
+_CLOCKS = (("boot", CLOCK_BOOTTIME), ("mono", CLOCK_MONOTONIC), ("global", CLOCK_MONOTONIC),
+           ("local", CLOCK_MONOTONIC))
 
 
-class TracefsError(Exception):
-    """tracefs is missing or refused an operation; the message says what to do."""
+class TracefsError(OSError):
+    """tracefs is missing or refused an operation; the message says what to do. An
+    OSError, like the audit backend's AuditError, so ``start`` reports it as a message
+    (``TracefsError(errno, message)``, or just a message: EIO)."""
 
+    def __init__(self, *args):
+        if len(args) == 1:
+            args = (errno.EIO, args[0])
+        OSError.__init__(self, *args)
 
-def find_tracefs(mount=False):
-    """The tracefs root with an ``events`` folder, mounting it first if asked (root only).
-
-    Returns None when neither /sys/kernel/tracing nor the debugfs path is usable.
-    """
-    for path in TRACEFS_CANDIDATES:
-        if os.path.isdir(os.path.join(path, "events")):
-            return path
-    if mount and os.path.isdir(TRACEFS_CANDIDATES[0]):
-        os.system("mount -t tracefs nodev %s >/dev/null 2>&1" % TRACEFS_CANDIDATES[0])
-        if os.path.isdir(os.path.join(TRACEFS_CANDIDATES[0], "events")):
-            return TRACEFS_CANDIDATES[0]
-    return None
-
-
-_COMMIT_FIELD = re.compile(r"field: local_t commit;\s*offset:\d+;\s*size:(\d+);")
-
-
-def long_bits_from_header_page(text):
-    """``events/header_page`` -> the kernel's ``long`` width in bits (64 or 32), or None.
-
-    The ring-buffer page header's ``commit`` is a ``local_t`` (a long): ``size:8`` on a
-    64-bit kernel, ``size:4`` on a 32-bit one, whatever the reader's own word size. It
-    tells how wide the kernel prints a syscall's return (``sys_mlock2 -> 0xffffffea``
-    is -22 on a 32-bit kernel)."""
-    match = _COMMIT_FIELD.search(text)
-    if match is None or match.group(1) not in ("4", "8"):
-        return None
-    return int(match.group(1)) * 8
-
-
-def kernel_long_bits(root, default=64):
-    """The running kernel's ``long`` width, from tracefs (default when unreadable)."""
-    try:
-        bits = long_bits_from_header_page(_read(os.path.join(root, "events", "header_page")))
-    except OSError:
-        bits = None
-    return bits or default
+    def __str__(self):
+        return self.strerror or OSError.__str__(self)
 
 
 def _write(path, value):
@@ -108,6 +80,7 @@ class Instance(object):
         self.name = name
         self.path = os.path.join(root, "instances", name)
         self.pipe_fd = None
+        self.raw_fds = {}
         self.clock = None
         self.clock_offset_ns = None
 
@@ -170,6 +143,30 @@ class Instance(object):
         except OSError:
             pass
 
+    def open_raw(self):
+        """Open every CPU's ``per_cpu/cpuN/trace_pipe_raw`` non-blocking -> {cpu: fd}.
+        Each read returns one ring-buffer page (reads consume it)."""
+        fds = {}
+        try:
+            for name in sorted(os.listdir(self.file("per_cpu"))):
+                if name.startswith("cpu") and name[3:].isdigit():
+                    fds[int(name[3:])] = os.open(self.file("per_cpu/%s/trace_pipe_raw" % name),
+                                                 os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            for fd in fds.values():
+                os.close(fd)
+            raise
+        self.raw_fds = fds
+        return fds
+
+    def close_raw(self):
+        for fd in getattr(self, "raw_fds", {}).values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.raw_fds = {}
+
     def open_pipe(self):
         """Open ``trace_pipe`` non-blocking (poll it; reads consume the buffer)."""
         self.pipe_fd = os.open(self.file("trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
@@ -210,9 +207,11 @@ class Instance(object):
         """Disable, close, rmdir. Safe to call twice; raises TracefsError if it stays."""
         if not os.path.isdir(self.path):
             self.close_pipe()
+            self.close_raw()
             return
         self.disable_all_events()
         self.close_pipe()
+        self.close_raw()
         remove_instance_dir(self.path, attempts)
 
 

@@ -29,10 +29,13 @@ class Pairer(object):
     """Feed TraceRecords with :meth:`feed`; ``emit(event)`` is called once per call."""
 
     def __init__(self, emit, arch=None, clock_offset_ns=None, hostname=None,
-                 events=None, timeout_ns=10 * 10 ** 9, max_pending=65536, enricher=None,
+                 events=None, timeout_ns=10 * 10 ** 9, max_pending=65536, identify=None,
                  own_pid=None, long_bits=64):
         self._emit = emit
-        self.enricher = enricher      # (tgid, tid, comm bytes, ts) -> (Process, ns tid)
+        # live: record -> (Process, ns tid, thread start), asked at the call's entry (its
+        # place in the stream: the thread may be gone by its exit's turn); replay of text
+        # captures: None, the columns of the trace line are all there is
+        self.identify = identify
         self.own_pid = own_pid        # live: mlockaudit's pid, whose calls are never shown
         # What a record's tgid is compared with: in replay (own_pid None) nothing, so that
         # records with an unknown tgid (None) are not taken for the tracer's own
@@ -57,6 +60,9 @@ class Pairer(object):
         self.lost = 0            # from inline "CPU:N [LOST M EVENTS]" lines
         self.foreign = 0
 
+    def set_emit(self, emit):
+        self._emit = emit
+
     def feed(self, record):
         kind = record.kind
         if kind == LOST:
@@ -70,22 +76,31 @@ class Pairer(object):
         if kind == ENTRY:
             previous = pending.pop(record.tid, None)
             if previous is not None:
-                self._done(previous, None)
-            pending[record.tid] = record
+                self._done(previous[0], None, previous[1])
+            who = self.identify(record) if self.identify is not None else None
+            if who is not None and who[0].pid == self.own_pid and who[0].pid is not None:
+                self.foreign += 1
+                return
+            pending[record.tid] = (record, who)
             if len(pending) > self.max_pending:
                 key = next(iter(pending))
-                self._done(pending.pop(key), None)
+                self._done(*pending.pop(key))
         elif kind == EXIT:
             entry = pending.pop(record.tid, None)
-            if entry is not None and entry.name == record.name:
-                self._done(entry, record)
+            if entry is not None and entry[0].name == record.name:
+                self._done(entry[0], record, entry[1])
             else:
                 if entry is not None:
-                    self._done(entry, None)
-                self._done(None, record)
+                    self._done(entry[0], None, entry[1])
+                who = self.identify(record) if self.identify is not None else None
+                if who is not None and who[0].pid == self.own_pid and who[0].pid is not None:
+                    self.foreign += 1
+                    return
+                self._done(None, record, who)
 
-    def _done(self, entry, exit_record):
-        """Build and emit the event for an entry and/or exit record (one may be None)."""
+    def _done(self, entry, exit_record, who=None):
+        """Build and emit the event for an entry and/or exit record (one may be None);
+        ``who``: what identify said at the call."""
         first = entry if entry is not None else exit_record
         complete = entry is not None and exit_record is not None
         name = first.name
@@ -96,12 +111,6 @@ class Pairer(object):
             args = (entry.args + (None,) * nargs)[:nargs]
         else:
             args = (None,) * nargs
-        comm_field = first.comm_field
-        if exit_record is not None and comm_field.endswith(b"<...>"):   # unknown at entry
-            comm_field = exit_record.comm_field
-        tgid = first.tgid
-        if tgid is None and exit_record is not None:
-            tgid = exit_record.tgid
         ret = exit_record.ret if exit_record is not None else None
         if ret is not None and ret > self._ret_max:         # printed as an unsigned long
             ret = to_signed(ret, self.long_bits)
@@ -121,16 +130,22 @@ class Pairer(object):
         self.events += 1
         arch = first.arch or self.arch
         numbers = SYSCALL_NUMBERS.get(arch)
-        ns_tid = None
-        if self.enricher is not None:
-            process, ns_tid = self.enricher(tgid, first.tid, comm_field, first.ts_ns)
+        if who is not None:
+            process, ns_tid, thread_start = who
         else:
+            ns_tid = thread_start = None
+            comm_field = first.comm_field
+            if exit_record is not None and (comm_field or b"").endswith(b"<...>"):
+                comm_field = exit_record.comm_field          # unknown at entry
+            tgid = first.tgid
+            if tgid is None and exit_record is not None:
+                tgid = exit_record.tgid
             process = self._processes.get((tgid, comm_field))
             if process is None:
                 process = self.process(tgid, comm_field)
         self._emit(Event(name, "tracefs", process, timestamp, arch,
                          numbers.get(name) if numbers else None, first.tid, ns_tid, first.cpu,
-                         args, ret, extra, first.probe))
+                         args, ret, extra, first.probe, thread_start))
 
     def process(self, tgid, comm_field):
         """The Process for what a trace line tells: tgid and comm. Cached, bounded at 4096
@@ -147,13 +162,15 @@ class Pairer(object):
     def expire(self, now_ts_ns=None):
         """Emit entries older than ``timeout_ns`` of trace time (default: the newest seen)."""
         limit = (self.last_ts if now_ts_ns is None else now_ts_ns) - self.timeout_ns
-        for tid in [tid for tid, rec in self._pending.items() if rec.ts_ns < limit]:
-            self._done(self._pending.pop(tid), None)
+        for tid in [tid for tid, (rec, _) in self._pending.items() if rec.ts_ns < limit]:
+            entry, who = self._pending.pop(tid)
+            self._done(entry, None, who)
 
     def flush(self):
         pending = self._pending
         while pending:
-            self._done(pending.pop(next(iter(pending))), None)
+            entry, who = pending.pop(next(iter(pending)))
+            self._done(entry, None, who)
 
     @property
     def in_flight(self):

@@ -27,7 +27,7 @@ so other tools' probes are never touched; the group is named after our instance.
 
 import os
 
-from .. import syscalls
+from .. import host, syscalls
 
 # Per entry-symbol flavour: where each argument is, as fetchargs.
 _X64_PTREGS = ("+0x70(%di)", "+0x68(%di)", "+0x60(%di)")
@@ -49,6 +49,13 @@ _FLAVOURS = {
 _TYPES = {"addr": ("x64", "x32", "u64", "u32"), "len": ("u64", "u32", "u64", "u32"),
           "flags": ("x32", "x32", "u32", "u32")}
 _NAMES = {"addr": "start", "len": "len", "flags": "flags"}
+#: Tracee's argument name -> the field our probe fetches it into.
+FIELD_NAMES = dict(_NAMES)
+
+
+def arg_names(call):
+    """Tracee's argument names of a call, in order."""
+    return [arg for arg, _ in syscalls.ARG_SPECS[call]]
 
 
 class Probe(object):
@@ -100,17 +107,7 @@ def function_names(root):
 
 def kallsyms_addresses():
     """name -> address from /proc/kallsyms (zeros when kptr_restrict hides them)."""
-    addresses = {}
-    try:
-        with open("/proc/kallsyms", "rb") as handle:
-            for line in handle:
-                if b"sys_m" in line:
-                    fields = line.split()
-                    if len(fields) >= 3:
-                        addresses[fields[2].decode("ascii", "replace")] = fields[0]
-    except OSError:
-        pass
-    return addresses
+    return host.kallsyms() or {}
 
 
 def plan(group, native_arch, names, events=None, x_types=True, addresses=None):

@@ -3,6 +3,8 @@
 import os
 import sys
 
+from .base import Transport
+
 
 class OutputWriteError(Exception):
     """A message could not be written (ENOSPC, EIO, ...): the output's fault, never the
@@ -17,7 +19,7 @@ class OutputWriteError(Exception):
         self.error = error
 
 
-class StreamTransport(object):
+class StreamTransport(Transport):
     """Writes one line per message to a binary stream, buffered.
 
     Files are opened for append (a restarted tracer never truncates what a SIEM shipper is

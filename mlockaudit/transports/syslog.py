@@ -1,23 +1,14 @@
-"""Syslog transports: RFC 5424 over UDP, TCP and TLS (RFC 5425/6587 octet counting), and
-the local syslog(3) form on a unix datagram socket (/dev/log).
+"""The syslog sender: one per target. ``send(message, event)`` never blocks the reader:
+it appends to a bounded in-memory queue (a full queue drops the new message and counts it)
+and one sender thread per transport frames (rfc5424.py) and writes. The sender reconnects
+with exponential backoff when the collector goes away; with a spool (``--spool DIR``) it
+moves what it cannot deliver to disk and sends it, oldest first, once the collector is
+back. ``close()`` flushes with a deadline: what is still undelivered then goes to the
+spool, or is counted as dropped.
 
-``send(message, event)`` never blocks the reader: it appends to a bounded in-memory queue
-(a full queue drops the new message and counts it) and one sender thread per transport
-frames and writes. The sender reconnects with exponential backoff when the collector
-goes away; with a spool (``--spool DIR``) it moves what it cannot deliver to disk and
-sends it, oldest first, once the collector is back. ``close()`` flushes with a deadline:
-what is still undelivered then goes to the spool, or is counted as dropped.
-
-Message framing, per target::
-
-    RFC 5424:  <PRI>1 TIMESTAMP HOSTNAME mlockaudit PROCID MSGID [meta sequenceId="N"]
-               [mlockaudit@PEN event="mlock2" outcome="success" pid="..." comm="..." ...] MSG
-    TCP/TLS:   LEN SP <RFC 5424 message>              (RFC 6587 octet counting)
-    local:     <PRI>Mmm dd hh:mm:ss mlockaudit[PID]: MSG   (what syslog(3) writes)
-
-MSG is the formatted event; the formats guarantee it holds no raw newline. SD-PARAM
-values escape ``"``, ``\\`` and ``]`` (RFC 5424 6.3.3), and show controls and bytes that
-are not UTF-8 as U+FFFD, with ``commHex``/``exeHex`` carrying the exact bytes.
+On the wire: TCP and TLS use RFC 6587 octet counting (``LEN SP MSG``), UDP one datagram
+per message (cut to fit, see rfc5424.Framer.frame), the local socket one datagram in the
+syslog(3) form.
 """
 
 import collections
@@ -29,257 +20,24 @@ import ssl
 import threading
 import time
 
-from ..formats.common import (DEFAULT_SEVERITIES, iso_utc, local_syslog_time, raw_bytes,
-                              safe_text, utf8_cut)
-from ..compat import require_tls12, time_ns
+from .base import Transport, TransportError
+from .options import OutputOptions
+from .rfc5424 import Framer, sd_value
 from .spool import Spool
-
-APP_NAME = "mlockaudit"
-DEFAULT_PEN = 32473          # IANA's example enterprise number (RFC 5612)
-DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
-UDP_MAX = 2048               # RFC 5426 says 2048 bytes are safe to expect
-
-FACILITIES = {
-    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6,
-    "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "audit": 13,
-    "alert": 14, "clock": 15, "local0": 16, "local1": 17, "local2": 18, "local3": 19,
-    "local4": 20, "local5": 21, "local6": 22, "local7": 23,
-}
-DEFAULT_FACILITY = 10        # authpriv: command lines may hold secrets
+from .targets import parse_target, tls_context
 
 
-class SyslogError(ValueError):
-    """A syslog target or option that cannot be used."""
-
-
-# -- framing --------------------------------------------------------------------------
-
-_SD_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
-
-
-def sd_value(text):
-    """An SD-PARAM value: (escaped text, hex of the exact bytes or None)."""
-    shown, raw = safe_text(text)
-    return shown.translate(_SD_ESCAPES), raw
-
-
-def header_token(text, limit):
-    """HOSTNAME / APP-NAME / PROCID / MSGID: printable US-ASCII without space, or ``-``."""
-    if not text:
-        return "-"
-    token = "".join(c for c in text if "!" <= c <= "~")[:limit]
-    return token or "-"
-
-
-def _cut_text(text, limit):
-    """A surrogateescape str cut to ``limit`` bytes (whole UTF-8 characters), marked."""
-    data = raw_bytes(text)
-    if len(data) <= limit:
-        return text
-    return utf8_cut(data, limit).decode("utf-8", "surrogateescape") + "..."
-
-
-def trimmed_event(event, limit):
-    """A copy of an event whose process strings (comm, exe, command line, every string
-    of ``extra``) are cut to ``limit`` bytes: the UDP fallback for messages too long."""
-    from ..event import Event, Process
-    process = event.process
-    extra = {key: _cut_text(value, limit) if value.__class__ is str else value
-             for key, value in process.extra.items()}
-    small = Process(pid=process.pid, ppid=process.ppid, ns_pid=process.ns_pid,
-                    ns_ppid=process.ns_ppid, uid=process.uid,
-                    comm=None if process.comm is None else _cut_text(process.comm, limit),
-                    exe=None if process.exe is None else _cut_text(process.exe, limit),
-                    hostname=process.hostname, container_id=process.container_id, extra=extra)
-    return Event(event.name, event.backend, small, timestamp=event.timestamp, arch=event.arch,
-                 syscall_nr=event.syscall_nr, tid=event.tid, ns_tid=event.ns_tid, cpu=event.cpu,
-                 args=event.args, ret=event.ret, extra=event.extra, probe=event.probe)
-
-
-class Framer(object):
-    """Turns (MSG, event) into the bytes of one syslog message for one target kind."""
-
-    def __init__(self, kind, pen=DEFAULT_PEN, facility=DEFAULT_FACILITY,
-                 severities=DEFAULT_SEVERITIES, hostname=None, procid=None):
-        self.kind = kind
-        self.pen = int(pen)
-        self.sd_id = "%s@%d" % (APP_NAME, self.pen)
-        self.facility = facility
-        self.severities = severities
-        self.hostname = header_token(hostname or os.uname().nodename, 255)
-        self.procid = procid if procid is not None else os.getpid()
-        self.sequence = 0
-        self._process_key = ("syslog-sd", self.pen)
-
-    def next_sequence(self):
-        """RFC 5424 7.3.1: 1..2147483647, then wraps to 1."""
-        self.sequence = self.sequence % 2147483647 + 1
-        return self.sequence
-
-    def _process_sd(self, process):
-        cached = process.rendered.get(self._process_key)
-        if cached is not None:
-            return cached
-        parts = []
-        for key, number in (("pid", process.pid), ("uid", process.uid)):
-            if number is not None:
-                parts.append(' %s="%d"' % (key, number))
-        for key, text in (("comm", process.comm), ("exe", process.exe)):
-            if text is not None:
-                shown, raw = sd_value(text)
-                parts.append(' %s="%s"' % (key, shown))
-                if raw is not None:
-                    parts.append(' %sHex="%s"' % (key, raw))
-        cached = "".join(parts)
-        process.rendered[self._process_key] = cached
-        return cached
-
-    def structured_data(self, event, sequence, cut=None):
-        sd = '[meta sequenceId="%d"][%s event="%s" outcome="%s"' % (
-            sequence, self.sd_id, event.name, event.outcome)
-        if event.tid is not None:
-            sd += ' tid="%d"' % event.tid
-        sd += self._process_sd(event.process)
-        if event.ret is not None:
-            sd += ' ret="%d"' % event.ret
-            if event.ret < 0 and event.errno_name:
-                sd += ' errno="%s"' % event.errno_name
-        if cut:
-            sd += ' cut="%s"' % cut
-        return sd + "]"
-
-    def hostname_of(self, event):
-        if event is not None and event.process.hostname:
-            return header_token(event.process.hostname, 255)
-        return self.hostname
-
-    def rfc5424(self, message, event, sequence, severity, cut=None, sd=None):
-        """The RFC 5424 message (bytes, no framing)."""
-        timestamp = event.timestamp if event is not None and event.timestamp else time_ns()
-        msgid = event.name if event is not None else "stats"
-        if sd is None:
-            sd = self.structured_data(event, sequence, cut)
-        head = "<%d>1 %s %s %s %d %s %s " % (
-            self.facility * 8 + severity, iso_utc(timestamp) or "-",    # (NILVALUE: a time
-            self.hostname_of(event), APP_NAME, self.procid, msgid, sd)  # no format can show)
-        return head.encode("utf-8") + message.encode("utf-8", "surrogateescape")
-
-    def local(self, message, event, severity):
-        """The local syslog(3) form for /dev/log (journald, rsyslog's imuxsock)."""
-        if event is not None and event.timestamp:
-            seconds = event.timestamp // 1000000000
-        else:
-            seconds = int(time.time())
-        head = "<%d>%s %s[%d]: " % (self.facility * 8 + severity, local_syslog_time(seconds),
-                                    APP_NAME, self.procid)
-        return head.encode("ascii") + message.encode("utf-8", "surrogateescape")
-
-    def severity_of(self, event):
-        return self.severities[event.outcome]
-
-    def frame(self, message, event, formatter=None, limit=None, stats_sd=None):
-        """(message, event) -> (bytes, was it cut). ``event`` None is a heartbeat whose
-        SD is ``stats_sd``. ``limit`` (UDP) keeps the message within that many bytes:
-        first by re-formatting the event with its process strings cut (``cut="strings"``),
-        then by cutting MSG (``cut="msg:N"``, N the bytes removed)."""
-        if self.kind == "unix":
-            severity = self.severity_of(event) if event is not None else 6
-            return self.local(message, event, severity), False
-        sequence = self.next_sequence()
-        if event is None:
-            severity = 6
-            sd = '[meta sequenceId="%d"][%s%s]' % (sequence, self.sd_id, stats_sd or "")
-            data = self.rfc5424(message, None, sequence, severity, sd=sd)
-        else:
-            severity = self.severity_of(event)
-            data = self.rfc5424(message, event, sequence, severity)
-        if limit is None or len(data) <= limit:
-            return data, False
-        if event is not None and formatter is not None:
-            for size in (256, 64, 16):
-                small = trimmed_event(event, size)
-                data = self.rfc5424(formatter(small), small, sequence, severity,
-                                    cut="strings:%d" % size)
-                if len(data) <= limit:
-                    return data, True
-        # last resort: cut MSG itself; the SD says how many bytes of it were cut
-        small = event
-        if event is not None and formatter is not None:
-            small = trimmed_event(event, 16)
-            message = formatter(small)
-        body = message.encode("utf-8", "surrogateescape")
-
-        def head(removed):
-            if event is None:
-                return self.rfc5424("", None, sequence, severity,
-                                    sd=sd[:-1] + ' cut="msg:%d"]' % removed)
-            return self.rfc5424("", small, sequence, severity, cut="msg:%d" % removed)
-
-        room = limit - len(head(len(body)))
-        kept = utf8_cut(body, max(room, 0))
-        data = head(len(body) - len(kept)) + kept
-        return data[:limit], True
-
-
-# -- targets --------------------------------------------------------------------------
-
-def parse_target(target):
-    """``syslog:`` / ``syslog:PATH`` / ``syslog+udp|tcp|tls://HOST[:PORT]`` ->
-    (kind, address) with address a path or (host, port)."""
-    if target == "syslog:" or target == "syslog":
-        return "unix", "/dev/log"
-    if target.startswith("syslog:") and not target.startswith("syslog://"):
-        return "unix", target[len("syslog:"):]
-    for kind in ("udp", "tcp", "tls"):
-        prefix = "syslog+%s://" % kind
-        if target.startswith(prefix):
-            rest = target[len(prefix):].rstrip("/")
-            if rest.startswith("["):
-                host, _, port = rest[1:].partition("]")
-                port = port[1:] if port.startswith(":") else port
-            elif rest.count(":") == 1:
-                host, _, port = rest.partition(":")
-            else:
-                host, port = rest, ""
-            if not host:
-                raise SyslogError("%s needs a host, e.g. %s127.0.0.1:%d" % (
-                    target, prefix, DEFAULT_PORTS[kind]))
-            try:
-                number = int(port) if port else DEFAULT_PORTS[kind]
-            except ValueError:
-                raise SyslogError("%s: port %r is not a number" % (target, port))
-            if not 0 < number < 65536:
-                raise SyslogError("%s: port %d out of range" % (target, number))
-            return kind, (host, number)
-    raise SyslogError("unknown syslog target %r" % target)
-
-
-def tls_context(ca_file=None, cert_file=None, key_file=None, insecure=False):
-    """The client context: verifies the collector's certificate and name unless
-    ``insecure``; ``ca_file`` replaces the system CAs; an optional client certificate."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-    require_tls12(context)
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if cert_file:
-        context.load_cert_chain(cert_file, key_file)
-    elif key_file:
-        raise SyslogError("--tls-key needs --tls-cert")
-    return context
-
-
-# -- the transport --------------------------------------------------------------------
 
 class _Deadline(Exception):
     pass
 
 
-class SyslogTransport(object):
+class SyslogTransport(Transport):
     """One syslog target: a bounded queue, a sender thread, an optional disk spool."""
 
+    takes_stats = True
+
     def __init__(self, target, options=None, formatter=None):
-        from ..outputs import OutputOptions
         self.options = options = options or OutputOptions()
         self.name = target
         self.kind, self.address = parse_target(target)
@@ -293,14 +51,14 @@ class SyslogTransport(object):
                 self._context = tls_context(options.tls_ca, options.tls_cert, options.tls_key,
                                             options.tls_insecure)
             except (OSError, ssl.SSLError) as exc:
-                raise SyslogError("%s: TLS setup: %s" % (target, exc))
+                raise TransportError("%s: TLS setup: %s" % (target, exc))
         self.spool = None
         if options.spool_dir and self.kind != "udp":
             directory = os.path.join(options.spool_dir, _spool_name(self.kind, self.address))
             try:
                 self.spool = Spool(directory, options.spool_max_mb * 1024 * 1024)
             except OSError as exc:
-                raise SyslogError(str(exc))
+                raise TransportError(str(exc))
         self._queue = collections.deque()
         self._queue_max = options.queue_size
         self._block = options.block_when_full   # replay: wait instead of dropping
@@ -413,6 +171,7 @@ class SyslogTransport(object):
             "spool_depth": self._spool_depth,
             "reconnects": self.reconnects,
             "truncated": self.truncated,
+            "connect_failures": self.connect_failures,
             "connected": self._sock is not None,
             "last_error": self.last_error,
         }
