@@ -207,7 +207,13 @@ class ProcFS(object):
         info.pid_ns = parse_ns_link(self.readlink(tgid, "ns/pid"))
         info.exe = self.exe(tgid)
         info.comm = parse_comm(self.read(tgid, "comm"))
-        if self.start_ticks(tgid) != stat[2]:             # replaced while we read
+        after = self.stat(tgid)
+        if after is None or after[2] != stat[2] or after[0] in (b"Z", b"X"):
+            return None                                   # exited or replaced while we read
+        if info.cmdline is None and info.exe is None:
+            # exiting: the kernel has released its memory (exit_mm), so cmdline reads
+            # empty and exe has no link, before the task turns zombie; what was read
+            # is half a process, and a user process calling the family has both
             return None
         return info
 

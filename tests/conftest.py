@@ -20,6 +20,11 @@ CORPUS = next((path for path in (
     os.path.normpath(os.path.join(ROOT, "..", "shared", "corpus", "laurel-testdata")))
 
 sys.path.insert(0, SCRIPTS)
+# the SIEM parsers of tests/formats/test_formats_siem.py and the TLS setup of
+# tests/transports/test_syslog_rsyslog.py are shared with the live tests: importable
+# however few of the test directories a run collects
+sys.path.insert(0, os.path.join(ROOT, "tests", "formats"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "transports"))
 
 
 def legacy_python(version):

@@ -130,13 +130,17 @@ def run_cli(*args, run_dir=None, timeout=60):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
 
 
+# ``python -m mlockaudit start``, the console script, and the single file (mlockaudit.pyz)
+TRACER_PATTERN = r"mlockaudit(\.pyz)? start"
+
+
 def kill_tracers(timeout=10):
-    """SIGKILL every ``mlockaudit start`` still running and wait until they are gone
+    """SIGKILL every ``mlockaudit start`` (or ``mlockaudit.pyz start``) still running and wait until they are gone
     (a cleanup that runs while one still dies would find its lock held)."""
-    subprocess.run(["pkill", "-KILL", "-f", "mlockaudit start"], check=False)
+    subprocess.run(["pkill", "-KILL", "-f", TRACER_PATTERN], check=False)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if subprocess.run(["pgrep", "-f", "mlockaudit start"], stdout=subprocess.DEVNULL).returncode:
+        if subprocess.run(["pgrep", "-f", TRACER_PATTERN], stdout=subprocess.DEVNULL).returncode:
             return
         time.sleep(0.05)
     raise AssertionError("mlockaudit processes survived SIGKILL")

@@ -85,6 +85,18 @@ def test_zombies_and_vanished_tasks_are_gone(tmp_path):
     assert proc.process(11) is None and proc.snapshot_tasks() == []
 
 
+def test_an_exiting_process_without_its_memory_is_gone(tmp_path):
+    """Between exit_mm() and turning zombie a task still reads as running, but its cmdline
+    is empty and its exe link is gone: half a process is not reported as a process."""
+    base = fake_proc(tmp_path, 20)
+    (base / "cmdline").write_bytes(b"")
+    os.unlink(str(base / "exe"))
+    assert procfs.ProcFS(str(tmp_path)).process(20) is None
+    (base / "cmdline").write_bytes(b"./miner\0")        # memory there, exe unreadable: kept
+    info = procfs.ProcFS(str(tmp_path)).process(20)
+    assert info.cmdline == b"./miner" and info.exe is None
+
+
 def test_cache_refuses_a_process_that_started_after_the_call(tmp_path):
     fake_proc(tmp_path, 300, start=500)
     cache = ProcCache(procfs.ProcFS(str(tmp_path)), cgroup_root="")

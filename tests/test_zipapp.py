@@ -90,7 +90,8 @@ def test_system_python_runs_it(pyz):
 @pytest.mark.live
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 @pytest.mark.parametrize("backend", ["tracefs", "audit"])
-def test_start_on_python_3_6_reports_a_workload(backend, pyz, tmp_path, run_dir):
+def test_start_on_python_3_6_reports_a_workload(backend, pyz, tmp_path, run_dir, tracefs_guard,
+                                                audit_guard):
     """RHEL 7/8's python3 is 3.6: the file traces there, on each backend, and leaves the
     kernel as it found it."""
     from live_helpers import audit_snapshot, run_workload
@@ -113,6 +114,9 @@ def test_start_on_python_3_6_reports_a_workload(backend, pyz, tmp_path, run_dir)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, err_path.read_bytes()
     finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         kill_tracers()
         err.close()
     events = [json.loads(line) for line in out.read_bytes().splitlines()]

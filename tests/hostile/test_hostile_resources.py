@@ -2,15 +2,19 @@
 values is bounded.
 
 Class 10: long lines built to make a backtracking regex or a ``+=`` loop quadratic (a run
-of spaces in a trace line, a million tokens after ``subj=``) take about the time of the
-same bytes as ordinary lines. The checks are ratios measured in one run (best of three),
-never absolute timings. Class 11: the caches stay within their bounds under a stream of
-distinct values.
+of spaces in a trace line, a million tokens after ``subj=``) cost about twice what the same
+line at half the length costs. Cost is counted, not timed (a unit test has no timing threshold:
+a shared CI machine once made a timed ratio fail): ``python_steps`` counts the interpreter's
+line and call events, which are the same on every run and grow with the square of the
+input in a quadratic Python loop. A backtracking regex works inside C, where no step is
+counted: there the 1 MB line itself is the check (the issue's regex took 25 s at 64 KB, so
+at 1 MB it would not finish within CI's limit, and a hang fails the run). Class 11: the
+caches stay within their bounds under a stream of distinct values.
 """
 
 import os
 import re
-import time
+import sys
 
 import pytest
 
@@ -21,104 +25,87 @@ from mlockaudit.tracefs.lines import LineParser, parse_line
 
 # Bytes of each hostile line: 1 MB here, the issue's 10 MB by hand (MLOCKAUDIT_LINEAR_MB=10).
 SIZE = int(float(os.environ.get("MLOCKAUDIT_LINEAR_MB", "1")) * (1 << 20))
-# A linear parser spends about as long on one long line as on the same bytes of ordinary
-# lines (usually less: a line that is not a record is rejected early). A quadratic one
-# was 1000x slower at 64 KB; 5x leaves room for a noisy machine.
-MAX_RATIO = 5.0
+def python_steps(function):
+    """How many line and call events the interpreter runs for ``function()``: a count that
+    does not depend on the machine's load (sys.settrace, this thread)."""
+    steps = [0]
 
-
-def best_time(function, rounds=3):
-    best = None
-    for _ in range(rounds):
-        start = time.perf_counter()
+    def tracer(frame, event, arg):
+        steps[0] += 1
+        return tracer
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
         function()
-        elapsed = time.perf_counter() - start
-        best = elapsed if best is None else min(best, elapsed)
-    return best
+    finally:
+        sys.settrace(previous)
+    return steps[0]
 
 
-def normal_bytes(name, size):
-    """``size`` bytes of a real capture's lines, repeated. Audit records get a pid of their
-    own each, so that every one is parsed whole (a process seen before is a cache hit,
-    which would make ordinary lines look cheaper than the parser's real per-byte work)."""
-    with open(os.path.join(CAPTURES, name), "rb") as handle:
-        lines = handle.read().splitlines(True)
-    if name.endswith(".trace"):
-        lines = lines[1:]                       # (the capture header once, not repeated)
-    out = []
-    total = 0
-    while total < size:
-        for line in lines:
-            if b" pid=" in line:
-                line = re.sub(rb" pid=\d+", b" pid=%d" % (100000 + len(out)), line)
-            out.append(line)
-            total += len(line)
-    return b"".join(out)
-
-
-def replay_time(tmp_path, data, source, name):
+def replay_steps(tmp_path, data, source, name):
     path = tmp_path / name
     path.write_bytes(data)
     stats = []
-    seconds = best_time(lambda: stats.append(replay(str(path), lambda event: None,
-                                                    source=source)))
-    return seconds, stats[-1]
+    steps = python_steps(lambda: stats.append(replay(str(path), lambda event: None,
+                                                     source=source)))
+    return steps, stats[-1]
 
 
 COMM16 = b"           plain"
+# Each hostile line, made for a size n (bytes, about).
 TRACE_LONG_LINES = {
-    "spaces after the context": COMM16 + b"-4749    (   4749) [001] ....." + b" " * SIZE + b"x",
-    "spaces without padding": b"plain-4749 " + b" " * SIZE + b"[001] x",
-    "leading spaces": b" " * SIZE + b"plain-4749 [001] .... 1.0: sys_mlock -> 0x0 x",
+    "spaces after the context": lambda n: COMM16 + b"-4749    (   4749) [001] ....." +
+                                          b" " * n + b"x",
+    "spaces without padding": lambda n: b"plain-4749 " + b" " * n + b"[001] x",
+    "leading spaces": lambda n: b" " * n + b"plain-4749 [001] .... 1.0: sys_mlock -> 0x0 x",
     # the issue's case: 32 KB took 6 s, 64 KB 25 s (the loose regex's "\A *(.*)-")
-    "leading spaces, no context": b" " * SIZE + b"x",
-    "leading spaces, a dash": b" " * SIZE + b"a-1 x",
-    "dashes": b"-" * SIZE,
-    "dash-digit runs": b"-1 " * (SIZE // 3),
-    "digits after the dash": COMM16 + b"-" + b"1" * SIZE,
-    "open argument list": COMM16 + b"-4749    (   4749) [001] ..... 534.484168: sys_mlock2(" +
-                          b"start: 0x1, " * (SIZE // 12),
-    "hex exit value": COMM16 + b"-4749    (   4749) [001] ..... 534.484168: sys_mlock2 -> 0x" +
-                      b"f" * SIZE,
-    "kprobe arguments": COMM16 + b"-178     (    178) [000] .....    10.553036: mlock2: "
-                        b"(__x64_sys_mlock2+0x0/0x40)" + b" start=1" * (SIZE // 8),
-    "decimal value": COMM16 + b"-178     (    178) [000] .....    10.553036: mlock2: "
-                     b"(__x64_sys_mlock2+0x0/0x40) len=" + b"9" * SIZE,
+    "leading spaces, no context": lambda n: b" " * n + b"x",
+    "leading spaces, a dash": lambda n: b" " * n + b"a-1 x",
+    "dashes": lambda n: b"-" * n,
+    "dash-digit runs": lambda n: b"-1 " * (n // 3),
+    "digits after the dash": lambda n: COMM16 + b"-" + b"1" * n,
+    "open argument list": lambda n: COMM16 + b"-4749    (   4749) [001] ..... 534.484168: "
+                                    b"sys_mlock2(" + b"start: 0x1, " * (n // 12),
+    "hex exit value": lambda n: COMM16 + b"-4749    (   4749) [001] ..... 534.484168: "
+                                b"sys_mlock2 -> 0x" + b"f" * n,
+    "kprobe arguments": lambda n: COMM16 + b"-178     (    178) [000] .....    10.553036: "
+                                  b"mlock2: (__x64_sys_mlock2+0x0/0x40)" + b" start=1" * (n // 8),
+    "decimal value": lambda n: COMM16 + b"-178     (    178) [000] .....    10.553036: mlock2: "
+                               b"(__x64_sys_mlock2+0x0/0x40) len=" + b"9" * n,
 }
 
 with open(os.path.join(CAPTURES, "auditd-raw.log"), "rb") as _handle:
     _SYSCALL = next(line for line in _handle.read().splitlines() if b"syscall=325 " in line)
 AUDIT_LONG_LINES = {
-    "tokens after subj=": _SYSCALL.replace(b' key="', b" subj=x" + b" a" * (SIZE // 2) +
-                                           b' key="'),
-    "spaces": _SYSCALL.replace(b" key=", b" " * SIZE + b" key="),
-    "one huge value": _SYSCALL.replace(b'comm="plain"', b'comm="' + b"p" * SIZE + b'"'),
-    "huge pid": _SYSCALL.replace(b"pid=5063", b"pid=" + b"7" * SIZE),
-    "huge stamp": b"type=SYSCALL msg=audit(" + b"1" * SIZE + b".000:1): x=1",
-    "huge type": b"type=UNKNOWN[" + b"1" * SIZE + b"] msg=audit(1.000:1): x=1",
-    "proctitle tokens": b"type=PROCTITLE msg=audit(1795715167.667:100011): a" +
-                        b" b" * (SIZE // 2),
+    "tokens after subj=": lambda n: _SYSCALL.replace(b' key="', b" subj=x" + b" a" * (n // 2) +
+                                                     b' key="'),
+    "spaces": lambda n: _SYSCALL.replace(b" key=", b" " * n + b" key="),
+    "one huge value": lambda n: _SYSCALL.replace(b'comm="plain"', b'comm="' + b"p" * n + b'"'),
+    "huge pid": lambda n: _SYSCALL.replace(b"pid=5063", b"pid=" + b"7" * n),
+    "huge stamp": lambda n: b"type=SYSCALL msg=audit(" + b"1" * n + b".000:1): x=1",
+    "huge type": lambda n: b"type=UNKNOWN[" + b"1" * n + b"] msg=audit(1.000:1): x=1",
+    "proctitle tokens": lambda n: b"type=PROCTITLE msg=audit(1795715167.667:100011): a" +
+                                  b" b" * (n // 2),
 }
+
+
+def check_linear_replay(tmp_path, make, source, name):
+    """The line at full size replays to one counted line, and doubling it at most about
+    doubles the steps (2.5x: a quadratic loop would quadruple them)."""
+    large_steps, stats = replay_steps(tmp_path, make(SIZE) + b"\n", source, name)
+    assert stats.lines == 1 and stats.parsed + stats.skipped + stats.rejected_total == 1
+    small_steps, _ = replay_steps(tmp_path, make(SIZE // 2) + b"\n", source, name)
+    assert large_steps <= 2.5 * small_steps + 100, (large_steps, small_steps)
 
 
 @pytest.mark.parametrize("kind", sorted(TRACE_LONG_LINES))
 def test_class10_long_trace_line_is_linear(tmp_path, kind):
-    line = TRACE_LONG_LINES[kind]
-    long_seconds, stats = replay_time(tmp_path, line + b"\n", "trace", "long.trace")
-    assert stats.lines == 1 and stats.parsed + stats.skipped + stats.rejected_total == 1
-    normal = normal_bytes("tracepoint.trace", len(line))
-    normal_seconds, _ = replay_time(tmp_path, normal, "trace", "normal.trace")
-    assert long_seconds <= MAX_RATIO * normal_seconds, (kind, long_seconds, normal_seconds)
+    check_linear_replay(tmp_path, TRACE_LONG_LINES[kind], "trace", "long.trace")
 
 
 @pytest.mark.parametrize("kind", sorted(AUDIT_LONG_LINES))
 def test_class10_long_audit_line_is_linear(tmp_path, kind):
-    line = AUDIT_LONG_LINES[kind]
-    long_seconds, stats = replay_time(tmp_path, line + b"\n", "audit", "long.log")
-    assert stats.lines == 1 and stats.parsed + stats.skipped + stats.rejected_total == 1
-    normal = normal_bytes("auditd-raw.log", len(line))
-    normal_seconds, _ = replay_time(tmp_path, normal, "audit", "normal.log")
-    assert long_seconds <= MAX_RATIO * normal_seconds, (kind, long_seconds, normal_seconds)
+    check_linear_replay(tmp_path, AUDIT_LONG_LINES[kind], "audit", "long.log")
 
 
 @pytest.mark.parametrize("make", [
@@ -127,22 +114,22 @@ def test_class10_long_audit_line_is_linear(tmp_path, kind):
     lambda n: b"-" * n,
 ])
 def test_class10_trace_line_parser_doubling_is_linear(make):
-    """Doubling the line about doubles the time (quadratic would quadruple it)."""
+    """Doubling the line about doubles the steps (quadratic would quadruple them)."""
     parser = LineParser()
 
     def run(size):
         line = make(size)
-        return best_time(lambda: parser.feed(line))
+        return python_steps(lambda: parser.feed(line))
     small, large = run(SIZE // 2), run(SIZE)
-    assert large <= 3.0 * small + 0.002, (small, large)
+    assert large <= 2.5 * small + 50, (small, large)
 
 
 def test_class10_parse_fields_doubling_is_linear():
     def run(tokens):
         body = b"subj=x" + b" a" * tokens + b" key=1"
-        return best_time(lambda: parse_fields(body))
+        return python_steps(lambda: parse_fields(body))
     small, large = run(SIZE // 4), run(SIZE // 2)
-    assert large <= 3.0 * small + 0.002, (small, large)
+    assert large <= 2.5 * small + 50, (small, large)
     body = b"subj=a b c d=e"
     assert parse_fields(body) == {b"subj": b"a b c", b"d": b"e"}
 
