@@ -275,6 +275,14 @@ def _doctor_text(report):
                                  tracefs["why"]),
         "             syscall tracepoints: %s; kprobes: %s; instances: %s" % (
             yes(tracefs["tracepoints"]), yes(tracefs["kprobes"]), yes(tracefs["instances"])),
+    ]
+    for name, info in sorted((tracefs.get("surface") or {}).items()):
+        lines.append("             %s: tracepoint %s, in-kernel event filter %s" % (
+            name, yes(info["tracepoint"]), yes(info["event_filter"])))
+    for name, info in sorted((report.get("surface_audit") or {}).items()):
+        lines.append("audit rule   %s: fields %s: %s" % (
+            name, " ".join(info["fields"]), "supported" if info["supported"] else "no"))
+    lines += [
         "",
         "start picks  %s: %s" % (report["selected"] or "nothing", report["why"]),
     ]
@@ -312,7 +320,8 @@ def rules(arch, events):
     kallsyms = None if arch is None else {prefix + name for prefix in ("sys_", "compat_sys_")
                                           for name in FAMILY}
     family, notes = audit_rules.family_rules(native, wanted, kallsyms=kallsyms)
-    click.echo("## mlockaudit: the mlock family, keyed %s" % audit_rules.KEY)
+    click.echo("## mlockaudit: the memory-locking surface (the mlock family; mmap MAP_LOCKED, "
+               "shmctl SHM_LOCK/SHM_UNLOCK, RLIMIT_MEMLOCK changes), keyed %s" % audit_rules.KEY)
     for note in notes:
         click.echo("## " + note)
     for rule in family:

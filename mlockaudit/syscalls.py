@@ -64,6 +64,20 @@ LOCKING = {
     "setrlimit": (((0, "==", RLIMIT_MEMLOCK),),),
     "prlimit64": (((1, "==", RLIMIT_MEMLOCK), (2, "!=", 0)),),
 }
+#: arm's shmctl (308) is sys_old_shmctl (arch/arm/tools/syscall.tbl; arm64's compat
+#: table too), which strips IPC_64 as ipc() does: there cmd|0x100 locks too.
+LOCKING_BY_ARCH = {
+    ("arm", "shmctl"): tuple(((1, "==", cmd),) for cmd in (
+        SHM_LOCK, SHM_UNLOCK, SHM_LOCK | IPC_64, SHM_UNLOCK | IPC_64)),
+}
+
+
+def locking_alternatives(name, arch=None):
+    """The alternatives of LOCKING for ``name`` as called from ``arch`` (None: any arch
+    but the ones LOCKING_BY_ARCH names)."""
+    return LOCKING_BY_ARCH.get((arch, name)) or LOCKING.get(name)
+
+
 #: i386 callers of shmctl through ipc(SHMCTL, shmid, cmd, 0, buf) (ipc/syscall.c: a0 the
 #: call, a1 shmid, a2 cmd, a4 buf): ksys_old_shmctl strips IPC_64 from cmd, so 32-bit
 #: glibc's cmd|0x100 locks too.
@@ -160,11 +174,11 @@ def decode_flags(name, flags):
     return "|".join(names)
 
 
-def is_locking(name, args):
+def is_locking(name, args, arch=None):
     """True when a call locks memory or changes the ability to lock (see LOCKING); the
     mlock family always is. Arguments unknown (None: the entry was never seen) count as
     locking: the kernel filter let the call through, and dropping it would hide it."""
-    alternatives = LOCKING.get(name)
+    alternatives = locking_alternatives(name, arch)
     if alternatives is None:
         return True
     for alternative in alternatives:
@@ -275,7 +289,7 @@ def action(name, args):
     if name in ("setrlimit", "prlimit64"):
         return "changed-memlock-limit"
     if name == "shmctl" and len(args) > 1 and args[1] is not None \
-            and args[1] & ~IPC_64 & 0xFFFFFFFF == SHM_UNLOCK:
+            and args[1] & 0xFFFFFFFF & ~IPC_64 == SHM_UNLOCK:
         return "unlocked-memory"
     return "locked-memory"
 

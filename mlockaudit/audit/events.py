@@ -44,7 +44,7 @@ def head_is_locking(call, head):
             syscalls.IPC_AUDIT_NUMBERS:
         return any(all(raw[position] == value for position, _, value in alternative)
                    for alternative in syscalls.IPC_LOCKING)
-    return syscalls.is_locking(name, args)
+    return syscalls.is_locking(name, args, arch)
 
 # Extra ids the SYSCALL record carries, in output order: (record key, model key).
 _ID_FIELDS = ((b"auid", "auid"), (b"ses", "sessionId"), (b"euid", "euid"), (b"suid", "suid"),

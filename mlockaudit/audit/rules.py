@@ -260,7 +260,7 @@ def surface_rules(native_arch, events=None, compat=True):
     rules = []
     for arch in arches:
         for name in wanted:
-            for alternative in syscalls.LOCKING[name]:
+            for alternative in syscalls.locking_alternatives(name, arch):
                 rules.append(Rule(AUDIT_ALWAYS, arch=arch, names=[name], conditions=alternative))
             if name == "shmctl" and arch in syscalls.IPC_NUMBERS:
                 for alternative in syscalls.IPC_LOCKING:

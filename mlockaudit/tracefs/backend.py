@@ -149,7 +149,8 @@ class TracefsSource(Source):
                     if side == "enter":
                         self.decoder.add_syscall_enter(fmt, call, arch, filtered)
                         if filtered:
-                            lifecycle.set_filter("syscalls", event, filter_expression(call))
+                            lifecycle.set_filter("syscalls", event,
+                                                 filter_expression(call, arch))
                     else:
                         self.decoder.add_syscall_exit(fmt, call, arch, filtered)
                     inst.enable_event("syscalls", event)
@@ -226,7 +227,7 @@ class TracefsSource(Source):
             entry = self._format(self.instance, probe.group, probe.events[0])
             if filtered:
                 self.setup_state.set_filter(probe.group, probe.event,
-                                            filter_expression(probe.name))
+                                            filter_expression(probe.name, probe.arch))
             arg_fields = kprobes.field_names(probe.name)
             arch_of_number = None
             if "orig_ax=" in probe.entry_line:

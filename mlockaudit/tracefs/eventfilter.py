@@ -18,9 +18,10 @@ from .. import syscalls
 _TEXT = {"&": "&", "==": "==", "!=": "!="}
 
 
-def filter_expression(name):
-    """The filter for ``name``'s entry event, or None for calls that always lock."""
-    alternatives = syscalls.LOCKING.get(name)
+def filter_expression(name, arch=None):
+    """The filter for ``name``'s entry event (called from ``arch``), or None for calls
+    that always lock."""
+    alternatives = syscalls.locking_alternatives(name, arch)
     if alternatives is None:
         return None
     fields = syscalls.KERNEL_ARG_NAMES[name]

@@ -87,7 +87,8 @@ class Pairer(object):
             previous = pending.pop(record.tid, None)
             if previous is not None:
                 self._done(previous[0], None, previous[1])
-            if record.name in LOCKING and not is_locking(record.name, record.args):
+            if record.name in LOCKING and not is_locking(record.name, record.args,
+                                                         record.arch or self.arch):
                 self.lookalikes += 1
                 return
             who = self.identify(record) if self.identify is not None else None
