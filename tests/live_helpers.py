@@ -73,8 +73,8 @@ class Tracer(object):
             return [json.loads(line) for line in handle.read().splitlines()]
 
 
-def run_workload(comm=b"", thread=False, storm=0, python=sys.executable):
-    cmd = [python, WORKLOAD]
+def run_workload(comm=b"", thread=False, storm=0, python=sys.executable, surface=False):
+    cmd = [python, WORKLOAD] + (["--surface"] if surface else [])
     if comm:
         cmd += ["--comm-hex", comm.hex()]
     if thread:

@@ -7,7 +7,6 @@ inside its call), the pairer's predicate and ``--mmap-exits none``."""
 import os
 import struct
 
-import pytest
 
 from conftest import FIXTURES
 from mlockaudit.tracefs import decode, probes, ringbuf
