@@ -106,7 +106,10 @@ class Decoder(object):
         self.unknown = 0                        # events of ids nobody registered
         self.bad = 0                            # events too short for their format
         self.armed = {}                         # tid -> ts of a filtered entry in flight
-        self.unarmed = []                       # (ts, cpu, tid, name, ret, arch, probe)
+        # (ts, tid, cpu, page, offset, build) of exits without an armed entry, until
+        # resolve_exits: bounded by one pump's read (MAX_PAGES_PER_PUMP pages per CPU),
+        # plus the few newer than the watermark that wait for the next pump
+        self.unarmed = []
         self.exits_dropped = 0                  # exits of look-alikes (no filtered entry)
 
     def ids(self):
@@ -169,23 +172,27 @@ class Decoder(object):
         armed[tid] = ts
 
     def _filtered_exit(self, name, arch, probe, pid_struct, reader, ret_at, need):
-        """The hot path of every plain mmap: the thread id, one dict lookup, and for the
-        look-alikes a tuple until the watermark passes it."""
+        """The hot path of every plain mmap: the thread id and one dict lookup; a
+        look-alike's exit is kept only as (ts, tid, cpu, page, offset, build) until the
+        watermark passes it: its return is read only if its entry turns up."""
         armed = self.armed
         unarmed = self.unarmed
         get = armed.get
+        tid_of = pid_struct.unpack_from
+
+        def build(data, offset, ts, cpu, tid):
+            return TraceRecord(EXIT, name, tid, None, None, cpu, ts, None,
+                               reader.unpack_from(data, offset + ret_at)[0], arch, probe=probe)
 
         def handle(data, offset, length, ts, cpu):
             if length < need:
                 return None
-            tid = pid_struct.unpack_from(data, offset)[0]
+            tid = tid_of(data, offset)[0]
             entry_ts = get(tid)
-            ret_value = reader.unpack_from(data, offset + ret_at)[0]
             if entry_ts is not None and entry_ts <= ts:
                 del armed[tid]
-                return TraceRecord(EXIT, name, tid, None, None, cpu, ts, None, ret_value, arch,
-                                   probe=probe)
-            unarmed.append((ts, cpu, tid, name, ret_value, arch, probe))
+                return build(data, offset, ts, cpu, tid)
+            unarmed.append((ts, tid, cpu, data, offset, build))
             return SKIP
         return handle
 
@@ -197,18 +204,21 @@ class Decoder(object):
         if not unarmed:
             return []
         armed = self.armed
-        found, keep = [], []
-        for item in unarmed:
-            ts, tid = item[0], item[2]
-            entry_ts = armed.get(tid)
-            if entry_ts is not None and entry_ts <= ts:
-                del armed[tid]
-                found.append((item[1], TraceRecord(EXIT, item[3], tid, None, None, item[1], ts,
-                                                   None, item[4], item[5], probe=item[6])))
-            elif watermark is not None and ts > watermark:
-                keep.append(item)
-            else:
-                self.exits_dropped += 1
+        found = []
+        if armed:
+            rest = []
+            for item in unarmed:
+                ts, tid = item[0], item[1]
+                entry_ts = armed.get(tid)
+                if entry_ts is not None and entry_ts <= ts:
+                    del armed[tid]
+                    found.append((item[2], item[5](item[3], item[4], ts, item[2], tid)))
+                else:
+                    rest.append(item)
+            unarmed = rest
+        keep = [item for item in unarmed if item[0] > watermark] if watermark is not None \
+            else []
+        self.exits_dropped += len(unarmed) - len(keep)
         self.unarmed[:] = keep
         return found
 
