@@ -181,11 +181,16 @@ def is_locking(name, args, arch=None):
     alternatives = locking_alternatives(name, arch)
     if alternatives is None:
         return True
+    specs = ARG_SPECS[name]
     for alternative in alternatives:
         for position, test, value in alternative:
             raw = args[position] if position < len(args) else None
             if raw is None:
                 continue
+            if specs[position][1] == "int":
+                # the kernel reads an int argument from the register's low 32 bits (the
+                # in-kernel filters compare the whole register: see the README's limits)
+                raw &= 0xFFFFFFFF
             if not _holds(raw, test, value):
                 break
         else:

@@ -17,6 +17,8 @@ LOCKING = [
     ("prlimit64", (0, 8, 0x7FFD0000, 0)),
     ("prlimit64", (1234, 8, 0x7FFD0000, 0x7FFD0100)),          # another process's limit
     ("prlimit64", (0, 8, 0x100000000, 0)),                     # low 32 bits zero: not NULL
+    ("shmctl", (5, 11 + 2 ** 32, 0)),                           # the kernel's int: low bits
+    ("setrlimit", (8 + 2 ** 40, 0x7FFD0000)),
     ("mlock", (0x1000, 4096)),
 ]
 LOOK_ALIKES = [
@@ -25,7 +27,6 @@ LOOK_ALIKES = [
     ("shmctl", (5, 2, 0x7FFD0000)),                             # IPC_STAT
     ("shmctl", (5, 0, 0)),                                      # IPC_RMID
     ("shmctl", (5, 0x10B, 0)),                                  # native shmctl: -EINVAL
-    ("shmctl", (5, 11 + 2 ** 32, 0)),                           # (a full register compare)
     ("setrlimit", (7, 0x7FFD0000)),                             # RLIMIT_NOFILE
     ("prlimit64", (0, 8, 0, 0x7FFD0000)),                       # getrlimit: a read
     ("prlimit64", (0, 7, 0x7FFD0000, 0)),

@@ -42,8 +42,10 @@ def head_is_locking(call, head):
     name, arch, number = call
     if name == "shmctl" and (syscalls.ARCH_AUDIT.get(arch), number) in \
             syscalls.IPC_AUDIT_NUMBERS:
-        return any(all(raw[position] == value for position, _, value in alternative)
-                   for alternative in syscalls.IPC_LOCKING)
+        # as ksys_ipc/ksys_old_shmctl read them: the call in a0's low 16 bits (the rest is
+        # the version), cmd an int with IPC_64 stripped
+        return raw[0] & 0xFFFF == syscalls.SHMCTL_IPC_CALL and \
+            raw[2] & 0xFFFFFFFF & ~syscalls.IPC_64 in (syscalls.SHM_LOCK, syscalls.SHM_UNLOCK)
     return syscalls.is_locking(name, args, arch)
 
 # Extra ids the SYSCALL record carries, in output order: (record key, model key).
