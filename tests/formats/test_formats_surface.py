@@ -74,3 +74,16 @@ def test_line_formats_carry_them_in_one_line(module):
     else:
         head, _, attributes = lines[0].partition("|^|")
         assert "MAP_PRIVATE,MAP_ANONYMOUS,MAP_LOCKED" in attributes and "|" not in attributes
+
+
+def test_syslog_structured_data_carries_the_action_and_decoded_facts():
+    from mlockaudit.transports.rfc5424 import Framer
+    framer = Framer("tcp", pen=32473, hostname="h")
+    sd = framer.structured_data(events()[0], 1)
+    assert ' event="mmap"' in sd and ' action="locked-memory"' in sd
+    assert ' flagNames="MAP_PRIVATE|MAP_ANONYMOUS|MAP_LOCKED"' in sd
+    assert ' lockedLength="8192"' in sd and sd.endswith("]") and sd.count("]") == 2
+    shm = framer.structured_data(events()[1], 2)
+    assert ' action="unlocked-memory"' in shm and ' command="SHM_UNLOCK"' in shm
+    family = framer.structured_data(Event("mlock", "audit", HOSTILE, args=(1, 2), ret=0), 3)
+    assert "action=" not in family                     # (the family's SD is unchanged)
