@@ -281,7 +281,7 @@ def _doctor_text(report):
             name, yes(info["tracepoint"]), yes(info["event_filter"])))
     for name, info in sorted((report.get("surface_audit") or {}).items()):
         lines.append("audit rule   %s: fields %s: %s" % (
-            name, " ".join(info["fields"]), "supported" if info["supported"] else "no"))
+            name, " | ".join(info["fields"]), "supported" if info["supported"] else "no"))
     lines += [
         "",
         "start picks  %s: %s" % (report["selected"] or "nothing", report["why"]),

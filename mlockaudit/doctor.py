@@ -118,8 +118,10 @@ def surface_audit():
     auditing (2.6.x), so this is a statement, not a probe; the rule texts are what
     ``mlockaudit rules`` prints."""
     from .syscalls import LOCKING
-    return {name: {"fields": sorted(set("a%d%s" % (position, test) for alternative in
-                                        LOCKING[name] for position, test, _ in alternative)),
+    text = {"&": "&0x%x", "==": "=%d", "!=": "!=%d"}
+    return {name: {"fields": [" ".join("a%d%s" % (position, text[test] % value)
+                                       for position, test, value in alternative)
+                              for alternative in LOCKING[name]],
                    "supported": True} for name in SURFACE_EXTRA}
 
 
