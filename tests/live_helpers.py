@@ -122,6 +122,14 @@ def our_rules():
         return [rule for rule in map(parse_rule_bytes, control.list_rules()) if rule["key"] == KEY]
 
 
+def run_rule_count():
+    """How many rules one run of ``start --backend audit`` installs on this host: the
+    family's and the surface's always-rules (audit.rules.family_rules) and the never-rule."""
+    from mlockaudit import host
+    from mlockaudit.audit.rules import family_rules
+    return len(family_rules(host.native_arch())[0]) + 1
+
+
 def run_cli(*args, run_dir=None, timeout=60):
     env = dict(os.environ)
     if run_dir is not None:
