@@ -6,7 +6,7 @@ import click
 
 from . import __version__
 from .outputs import OutputError, OutputOptions, Outputs
-from .syscalls import FAMILY
+from .syscalls import FAMILY, SURFACE
 
 FORMAT_CHOICES = ("tracee", "ecs", "cef", "leef")
 
@@ -15,10 +15,10 @@ def _parse_events(value):
     if value is None:
         return None
     names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in FAMILY]
+    unknown = [name for name in names if name not in SURFACE]
     if unknown or not names:
-        raise click.BadParameter("unknown event(s) %s; the family is %s" % (
-            ", ".join(unknown) or "(none)", ",".join(FAMILY)), param_hint="--events")
+        raise click.BadParameter("unknown event(s) %s; the surface is %s" % (
+            ", ".join(unknown) or "(none)", ",".join(SURFACE)), param_hint="--events")
     return names
 
 
@@ -160,6 +160,11 @@ def _close_quietly(out):
                    "on stdin) or a log file to follow.")
 @click.option("--buffer-kb", type=click.IntRange(64, 1 << 20), default=None, metavar="KB",
               help="tracefs: ring buffer per CPU (default 16384, at most 128 MB in all).")
+@click.option("--mmap-exits", type=click.Choice(["all", "none"]), default="all",
+              show_default=True,
+              help="tracefs: trace every mmap exit to pair the few MAP_LOCKED entries with "
+                   "their return value (all; each plain mmap then costs one ring-buffer "
+                   "event), or none (mmap events carry returnValue null).")
 @click.option("--batch-ms", type=click.IntRange(0, 1000), default=None, metavar="MS",
               help="Read at most every MS ms while little arrives (default 50): the most "
                    "an event waits before it is read; 0 reads every record at once.")
@@ -270,6 +275,14 @@ def _doctor_text(report):
                                  tracefs["why"]),
         "             syscall tracepoints: %s; kprobes: %s; instances: %s" % (
             yes(tracefs["tracepoints"]), yes(tracefs["kprobes"]), yes(tracefs["instances"])),
+    ]
+    for name, info in sorted((tracefs.get("surface") or {}).items()):
+        lines.append("             %s: tracepoint %s, in-kernel event filter %s" % (
+            name, yes(info["tracepoint"]), yes(info["event_filter"])))
+    for name, info in sorted((report.get("surface_audit") or {}).items()):
+        lines.append("audit rule   %s: fields %s: %s" % (
+            name, " | ".join(info["fields"]), "supported" if info["supported"] else "no"))
+    lines += [
         "",
         "start picks  %s: %s" % (report["selected"] or "nothing", report["why"]),
     ]
@@ -307,7 +320,8 @@ def rules(arch, events):
     kallsyms = None if arch is None else {prefix + name for prefix in ("sys_", "compat_sys_")
                                           for name in FAMILY}
     family, notes = audit_rules.family_rules(native, wanted, kallsyms=kallsyms)
-    click.echo("## mlockaudit: the mlock family, keyed %s" % audit_rules.KEY)
+    click.echo("## mlockaudit: the memory-locking surface (the mlock family; mmap MAP_LOCKED, "
+               "shmctl SHM_LOCK/SHM_UNLOCK, RLIMIT_MEMLOCK changes), keyed %s" % audit_rules.KEY)
     for note in notes:
         click.echo("## " + note)
     for rule in family:

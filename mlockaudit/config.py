@@ -77,11 +77,11 @@ def apply(ctx, params, path):
         except click.BadParameter as exc:
             raise ConfigError("%s: bad value for %r: %s" % (path, key, exc.format_message()))
         if name == "events":
-            from .syscalls import FAMILY
-            unknown = [n for n in params[name].split(",") if n.strip() not in FAMILY]
+            from .syscalls import SURFACE
+            unknown = [n for n in params[name].split(",") if n.strip() not in SURFACE]
             if unknown:
-                raise ConfigError("%s: bad value for %r: %s not in the family (%s)" % (
-                    path, key, ", ".join(unknown), ",".join(FAMILY)))
+                raise ConfigError("%s: bad value for %r: %s not in the surface (%s)" % (
+                    path, key, ", ".join(unknown), ",".join(SURFACE)))
     return params
 
 

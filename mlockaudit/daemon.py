@@ -53,7 +53,8 @@ def make_source(name, emit, session, options):
 
 
 #: Options that shape the backend: changing them needs a restart, not a SIGHUP.
-BACKEND_OPTIONS = ("backend", "probe", "events", "input_path", "buffer_kb", "batch_ms")
+BACKEND_OPTIONS = ("backend", "probe", "events", "input_path", "buffer_kb", "batch_ms",
+                   "mmap_exits")
 FILTER_OPTIONS = ("include_uid", "exclude_uid", "include_comm", "exclude_comm", "include_exe",
                   "exclude_exe", "include_pid", "exclude_pid", "failures_only")
 
@@ -172,7 +173,8 @@ class Daemon(object):
                               log=_say, input_path=options.get("input_path"),
                               probe=options.get("probe") or "auto",
                               buffer_kb=options.get("buffer_kb"),
-                              batch_ms=options.get("batch_ms")))
+                              batch_ms=options.get("batch_ms"),
+                              mmap_exits=options.get("mmap_exits") or "all"))
             try:
                 description = self.source.setup()
             except BaseException:

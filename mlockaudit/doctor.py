@@ -25,7 +25,7 @@ import os
 
 from . import host, procfs
 from .host import TRACEFS_PATHS, kernel_version, lockdown_mode
-from .syscalls import FAMILY
+from .syscalls import FAMILY, SURFACE_EXTRA
 
 
 def probe_bpf(version, lockdown):
@@ -76,6 +76,7 @@ def _probe_tracefs(root, lockdown):
                and os.path.isdir(os.path.join(events, "sys_exit_" + name))]
     info["tracepoint_calls"] = present
     info["tracepoints"] = bool(present)
+    info["surface"] = surface_tracepoints(events)
     info["kprobes"] = os.path.exists(os.path.join(root, "kprobe_events"))
     info["instances"] = os.path.isdir(os.path.join(root, "instances"))
     try:
@@ -96,6 +97,32 @@ def _probe_tracefs(root, lockdown):
     else:
         info["why"] = "neither syscall tracepoints nor kprobe_events"
     return info
+
+
+def surface_tracepoints(events_dir):
+    """Per call of the surface beyond the family: its sys_enter/sys_exit tracepoints and
+    whether the entry takes an event filter (``filter`` file: the locking-only filter
+    runs in the kernel). Where they are missing, start falls back to kprobes."""
+    out = {}
+    for name in SURFACE_EXTRA:
+        enter = os.path.join(events_dir, "sys_enter_" + name)
+        out[name] = {"tracepoint": os.path.isdir(enter) and
+                     os.path.isdir(os.path.join(events_dir, "sys_exit_" + name)),
+                     "event_filter": os.path.exists(os.path.join(enter, "filter"))}
+    return out
+
+
+def surface_audit():
+    """Per call of the surface beyond the family: the audit rule fields it needs. a0..a3
+    with =, != and & (AUDIT_ARG0..3, AUDIT_BIT_MASK) are in every kernel with syscall
+    auditing (2.6.x), so this is a statement, not a probe; the rule texts are what
+    ``mlockaudit rules`` prints."""
+    from .syscalls import LOCKING
+    text = {"&": "&0x%x", "==": "=%d", "!=": "!=%d"}
+    return {name: {"fields": [" ".join("a%d%s" % (position, text[test] % value)
+                                       for position, test, value in alternative)
+                              for alternative in LOCKING[name]],
+                   "supported": True} for name in SURFACE_EXTRA}
 
 
 def probe_audit(version):
@@ -168,6 +195,7 @@ def probe_host():
         "lockdown": lockdown,
         "bpf": probe_bpf(version, lockdown),
         "calls": calls_present(),
+        "surface_audit": surface_audit(),
         "backends": {"audit": probe_audit(version), "tracefs": probe_tracefs(lockdown)},
     }
     report["selected"], report["why"] = select_backend(report)

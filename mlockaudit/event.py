@@ -1,4 +1,6 @@
-"""The normalized event: one call of the mlock family, whichever backend saw it.
+"""The normalized event: one call of the memory-locking surface (the mlock family, and
+mmap/shmctl/setrlimit/prlimit64 when they lock or change the memlock limit), whichever
+backend saw it.
 
 Backends and ``replay`` only fill an :class:`Event` and its :class:`Process`; formats only
 read them. Nothing else crosses that line, so a field means the same thing for audit
@@ -171,19 +173,35 @@ class Event(object):
 
     def arg_values(self):
         """[(name, C type, value)] with values shaped by their C type, as Tracee shows them:
-        pointers as ``"0x..."`` strings, size_t as unsigned int, int as signed 32-bit."""
+        pointers (every type ending in ``*``) as ``"0x..."`` strings, size_t and off_t as
+        unsigned ints, int and pid_t as signed 32-bit."""
         out = []
         for (arg_name, c_type), raw in zip(syscalls.ARG_SPECS.get(self.name, ()), self.args):
             if raw is None:
                 value = None
-            elif c_type == "const void*":
+            elif c_type[-1:] == "*":
                 value = "0x%x" % raw
-            elif c_type == "int":
+            elif c_type == "int" or c_type == "pid_t":
                 value = to_c_int(raw)
             else:
                 value = raw
             out.append((arg_name, c_type, value))
         return out
+
+    def decoded(self):
+        """What ``mlockaudit`` adds to the arguments of a surface call beyond the family
+        (syscalls.decode_surface): MAP_*/PROT_* names, the locked length, the shmctl
+        command, the resource and the new limit: None, because no backend reads user
+        memory (audit and syscall tracepoints see only the pointer; our kprobes do not
+        fetch through it). {} for the mlock family."""
+        if self.name not in syscalls.LOCKING:
+            return {}
+        return syscalls.decode_surface(self.name, self.args)
+
+    @property
+    def action(self):
+        """locked-memory, unlocked-memory or changed-memlock-limit (syscalls.action)."""
+        return syscalls.action(self.name, self.args)
 
     @property
     def errno_name(self):

@@ -49,7 +49,7 @@ class SourceOptions(object):
     """What a source is asked for (start's options that shape the backend)."""
 
     def __init__(self, events=None, hostname=None, log=None, input_path=None, probe="auto",
-                 buffer_kb=None, batch_ms=None):
+                 buffer_kb=None, batch_ms=None, mmap_exits="all"):
         self.events = events            # event names to report (None: the default set)
         self.hostname = hostname
         self.log = log or (lambda message: None)
@@ -57,6 +57,7 @@ class SourceOptions(object):
         self.probe = probe              # tracefs: auto, tracepoint, kprobe
         self.buffer_kb = buffer_kb      # tracefs: ring buffer per CPU
         self.batch_ms = batch_ms        # the read loop's batch interval (None: default)
+        self.mmap_exits = mmap_exits    # tracefs: "all" (pair MAP_LOCKED entries) or "none"
 
 
 class Source(object):

@@ -2,7 +2,8 @@
 """Workload for tests, captures and benchmarks: calls every syscall of the mlock family
 under a comm of our choosing and writes down exactly what it did (the ground truth).
 
-    workload.py [--comm-hex HEX] [--thread] [--storm N] [--truth FILE] [--wait-fd FD]
+    workload.py [--comm-hex HEX] [--thread] [--storm N] [--surface] [--truth FILE]
+                [--wait-fd FD]
 
 The comm is set with prctl(PR_SET_NAME), which takes any byte but NUL, so hostile names
 (spaces, dashes, digits, brackets, quotes, newlines, invalid UTF-8) are real. The truth is
@@ -10,6 +11,11 @@ JSON: {"pid", "comm_hex", "calls": [{"name", "tid", "args", "ret"}]} with args a
 unsigned values in Tracee's order and ret as the kernel's return (negative errno).
 
 ``--storm N`` calls mlock2 N times on one page (success) and records only the count.
+``--surface`` makes each locking call of the rest of the surface once (mmap MAP_LOCKED,
+shmctl SHM_LOCK/SHM_UNLOCK and one that fails, setrlimit and prlimit64 of RLIMIT_MEMLOCK
+with a new limit) in ``calls``, and each look-alike once (plain mmap, shmctl IPC_STAT and
+IPC_RMID, setrlimit RLIMIT_NOFILE, prlimit64 RLIMIT_MEMLOCK read-only, glibc's
+getrlimit) in ``look_alikes``, same shape; limits are set to what they already are.
 Only the standard library: it runs on any host the tracer runs on, even under qemu.
 """
 
@@ -22,9 +28,14 @@ import sys
 import threading
 
 NR = {  # x86_64 / aarch64; the tracer's table covers the rest
-    "x86_64": {"mlock": 149, "munlock": 150, "mlockall": 151, "munlockall": 152, "mlock2": 325},
-    "aarch64": {"mlock": 228, "munlock": 229, "mlockall": 230, "munlockall": 231, "mlock2": 284},
+    "x86_64": {"mlock": 149, "munlock": 150, "mlockall": 151, "munlockall": 152, "mlock2": 325,
+               "mmap": 9, "munmap": 11, "shmget": 29, "shmctl": 31, "setrlimit": 160,
+               "prlimit64": 302},
+    "aarch64": {"mlock": 228, "munlock": 229, "mlockall": 230, "munlockall": 231, "mlock2": 284,
+                "mmap": 222, "munmap": 215, "shmget": 194, "shmctl": 195, "setrlimit": 164,
+                "prlimit64": 261},
 }[os.uname().machine]
+U64 = 2 ** 64 - 1
 
 #: comms a hostile process may choose (at most 15 bytes, any byte but NUL): each one aims at
 #: a way a naive parser splits a trace line or an audit record.
@@ -90,11 +101,44 @@ def family_calls(addr, log):
     call("mlock", 0, 4096)                   # unmapped: -ENOMEM
 
 
+def surface_calls(log, look_alikes):
+    """Each locking call of the surface beyond the family, and each look-alike, once."""
+    def call(target, name, *args):
+        args = [a & U64 for a in args]            # raw register values, as the kernel sees
+        ret = raw_syscall(name, *args)
+        target.append({"name": name, "tid": gettid(), "args": args, "ret": ret})
+        return ret
+    prot, private_anon, locked = 0x3, 0x22, 0x2000
+    addr = call(log, "mmap", 0, 8192, prot, private_anon | locked, -1, 0)
+    raw_syscall("munmap", addr, 8192)
+    addr = call(look_alikes, "mmap", 0, 8192, prot, private_anon, -1, 0)
+    raw_syscall("munmap", addr, 8192)
+    shmid = raw_syscall("shmget", 0, 8192, 0o1000 | 0o600)     # IPC_PRIVATE, IPC_CREAT
+    stat = ctypes.create_string_buffer(512)
+    call(log, "shmctl", shmid, 11, 0)                          # SHM_LOCK
+    call(look_alikes, "shmctl", shmid, 2, ctypes.addressof(stat))   # IPC_STAT
+    call(log, "shmctl", shmid, 12, 0)                          # SHM_UNLOCK
+    call(log, "shmctl", 0x7FFFFFFF, 11, 0)                     # no such segment: -EINVAL
+    call(look_alikes, "shmctl", shmid, 0, 0)                   # IPC_RMID
+    limit = (ctypes.c_uint64 * 2)()
+    nofile = (ctypes.c_uint64 * 2)()
+    call(look_alikes, "prlimit64", 0, 8, 0, ctypes.addressof(limit))     # a read
+    raw_syscall("prlimit64", 0, 7, 0, ctypes.addressof(nofile))
+    call(log, "setrlimit", 8, ctypes.addressof(limit))         # RLIMIT_MEMLOCK, unchanged
+    call(look_alikes, "setrlimit", 7, ctypes.addressof(nofile))          # RLIMIT_NOFILE
+    call(log, "prlimit64", 0, 8, ctypes.addressof(limit), 0)   # new limit, no old
+    call(log, "prlimit64", os.getpid(), 8, ctypes.addressof(limit), ctypes.addressof(limit))
+    libc.getrlimit(8, ctypes.addressof(limit))                 # glibc: prlimit64(0, 8, NULL, &old)
+    look_alikes.append({"name": "getrlimit (libc)", "tid": gettid(), "args": [8], "ret": 0})
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comm-hex", default="", help="comm to set, as hex bytes")
     parser.add_argument("--thread", action="store_true", help="also call from a 2nd thread")
     parser.add_argument("--storm", type=int, default=0, help="N mlock2 calls instead")
+    parser.add_argument("--surface", action="store_true",
+                        help="the surface's locking calls and look-alikes instead")
     parser.add_argument("--truth", help="write the ground truth JSON here")
     parser.add_argument("--wait-fd", type=int, help="read one byte from this fd first")
     opts = parser.parse_args()
@@ -113,6 +157,11 @@ def main():
         failures = sum(1 for _ in range(opts.storm) if syscall(number, a, n, f) != 0)
         truth = {"pid": os.getpid(), "comm_hex": (comm or b"").hex(), "storm": opts.storm,
                  "failures": failures, "addr": addr}
+    elif opts.surface:
+        look_alikes = []
+        surface_calls(log, look_alikes)
+        truth = {"pid": os.getpid(), "comm_hex": (comm or b"").hex(), "calls": log,
+                 "look_alikes": look_alikes}
     else:
         family_calls(addr, log)
         if opts.thread:

@@ -73,8 +73,8 @@ class Tracer(object):
             return [json.loads(line) for line in handle.read().splitlines()]
 
 
-def run_workload(comm=b"", thread=False, storm=0, python=sys.executable):
-    cmd = [python, WORKLOAD]
+def run_workload(comm=b"", thread=False, storm=0, python=sys.executable, surface=False):
+    cmd = [python, WORKLOAD] + (["--surface"] if surface else [])
     if comm:
         cmd += ["--comm-hex", comm.hex()]
     if thread:
@@ -120,6 +120,14 @@ def our_rules():
     from mlockaudit.audit.rules import KEY, parse_rule_bytes
     with AuditControl() as control:
         return [rule for rule in map(parse_rule_bytes, control.list_rules()) if rule["key"] == KEY]
+
+
+def run_rule_count():
+    """How many rules one run of ``start --backend audit`` installs on this host: the
+    family's and the surface's always-rules (audit.rules.family_rules) and the never-rule."""
+    from mlockaudit import host
+    from mlockaudit.audit.rules import family_rules
+    return len(family_rules(host.native_arch())[0]) + 1
 
 
 def run_cli(*args, run_dir=None, timeout=60):

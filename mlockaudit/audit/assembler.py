@@ -22,12 +22,13 @@ counted as an event is built and emitted, later records are never blamed for an 
 one, and flush() and expire() cannot fail.
 """
 
-from . import records
+from . import events, records
 from .events import EventBuilder
 from .. import syscalls
 
-_FAMILY_NUMBERS = frozenset(nr for table in syscalls.SYSCALL_NUMBERS.values()
-                            for nr in table.values())
+_FAMILY_NUMBERS = frozenset([nr for table in syscalls.SYSCALL_NUMBERS.values()
+                             for nr in table.values()] + list(syscalls.IPC_NUMBERS.values()))
+_FILTERED = frozenset(syscalls.LOCKING)
 _FAMILY_NUMBER_BYTES = frozenset(str(nr).encode() for nr in _FAMILY_NUMBERS)
 
 
@@ -64,9 +65,9 @@ class Assembler(object):
     def __init__(self, emit, hostname=None, max_pending=8192, timeout=2.0, clock=0.0,
                  wanted=None):
         self._emit = emit
-        self._wanted = frozenset(wanted) if wanted else frozenset(syscalls.FAMILY)
+        self._wanted = frozenset(wanted) if wanted else frozenset(syscalls.SURFACE)
         # (arch bytes, syscall bytes) -> (name, arch name, number); bounded below (64:
-        # a handful of arches times five calls)
+        # a handful of arches times ten calls)
         self._calls = {}
         self._builder = EventBuilder(hostname)
         # key -> entry; read-only outside this class; bounded by max_pending (evicted
@@ -122,6 +123,12 @@ class Assembler(object):
                 self.foreign += 1
                 self._ignore(key)
                 return
+        if call[0] in _FILTERED and not events.head_is_locking(call, head):
+            # a look-alike (plain mmap, IPC_STAT, another rlimit) that another rule set
+            # let through: the same predicate as our kernel-side rule fields
+            self.foreign += 1
+            self._ignore(key)
+            return
         parsed_stamp = records.parse_stamp(stamp)      # (checked before anything changes)
         pending = self._pending
         entry = pending.get(key)

@@ -12,10 +12,41 @@ bytes for every call of one process, so :class:`EventBuilder` keeps one
 and renders its identity once.
 """
 
+from .. import syscalls
 from ..event import Event, Process
 from .records import decode_string, key_complete, parse_fields, proctitle_state
 
-_NARGS = {"mlock": 2, "mlock2": 3, "munlock": 2, "mlockall": 1, "munlockall": 0}
+# A SYSCALL record carries a0..a3 only: mmap's fd and off (a4, a5) stay None.
+_NARGS = {"mlock": 2, "mlock2": 3, "munlock": 2, "mlockall": 1, "munlockall": 0,
+          "mmap": 4, "shmctl": 3, "setrlimit": 2, "prlimit64": 4}
+
+
+def head_args(call, head):
+    """The call's arguments (Tracee order, None where the record cannot tell) from a
+    checked SYSCALL head; i386's ipc(SHMCTL, shmid, cmd, third, ptr) becomes shmctl's
+    (shmid, cmd, buf) with buf (ipc's a4) unknown."""
+    name, arch, number = call
+    values = tuple(int(value, 16) for value in head[4:8])
+    if name == "shmctl" and (syscalls.ARCH_AUDIT.get(arch), number) in \
+            syscalls.IPC_AUDIT_NUMBERS:
+        return (values[1], values[2], None), values
+    nargs = _NARGS[name]
+    total = len(syscalls.ARG_SPECS[name])
+    return values[:nargs] + (None,) * (total - nargs), values
+
+
+def head_is_locking(call, head):
+    """The kernel-side rule predicate, applied to a SYSCALL record (syscalls.LOCKING;
+    for ipc(), syscalls.IPC_LOCKING on ipc's own registers)."""
+    args, raw = head_args(call, head)
+    name, arch, number = call
+    if name == "shmctl" and (syscalls.ARCH_AUDIT.get(arch), number) in \
+            syscalls.IPC_AUDIT_NUMBERS:
+        # as ksys_ipc/ksys_old_shmctl read them: the call in a0's low 16 bits (the rest is
+        # the version), cmd an int with IPC_64 stripped
+        return raw[0] & 0xFFFF == syscalls.SHMCTL_IPC_CALL and \
+            raw[2] & 0xFFFFFFFF & ~syscalls.IPC_64 in (syscalls.SHM_LOCK, syscalls.SHM_UNLOCK)
+    return syscalls.is_locking(name, args, arch)
 
 # Extra ids the SYSCALL record carries, in output order: (record key, model key).
 _ID_FIELDS = ((b"auid", "auid"), (b"ses", "sessionId"), (b"euid", "euid"), (b"suid", "suid"),
@@ -111,7 +142,9 @@ class EventBuilder(object):
         _, _, _, exit_value, a0, a1, a2, _ = entry.head
         name = entry.name
         nargs = _NARGS[name]
-        if nargs == 3:
+        if name in syscalls.LOCKING:
+            args = head_args((name, entry.arch, entry.number), entry.head)[0]
+        elif nargs == 3:
             args = (int(a0, 16), int(a1, 16), int(a2, 16))
         elif nargs == 2:
             args = (int(a0, 16), int(a1, 16))

@@ -16,6 +16,18 @@ Rules we install:
 * per arch (b64 and, where the kernel runs 32-bit callers, b32):
   ``-a always,exit -F arch=b64 -S mlock,mlock2,munlock,mlockall,munlockall -k mlockaudit``
   minus the calls this kernel does not have (RHEL 7's 3.10 has no mlock2);
+* per arch, one rule per locking alternative of the rest of the surface (syscalls.LOCKING),
+  filtered in the kernel on the argument registers, so plain mmaps never make a record::
+
+    -a always,exit -F arch=b64 -S mmap -F a3&0x2000 -k mlockaudit
+    -a always,exit -F arch=b64 -S shmctl -F a1=11 -k mlockaudit        (and a1=12)
+    -a always,exit -F arch=b64 -S setrlimit -F a0=8 -k mlockaudit
+    -a always,exit -F arch=b64 -S prlimit64 -F a1=8 -F a2!=0 -k mlockaudit
+
+  (b32: mmap2, and on i386 also ``-S ipc -F a0=24 -F a2=11`` etc.: glibc's shmctl there);
+  ``a3&0x2000`` is auditctl's AUDIT_BIT_MASK, which audit_comparator() tests as
+  ``(left & right) != 0``; the kernel compares the full register (unsigned long) with the
+  u32 value, so a2!=0 holds for any non-NULL pointer;
 * one ``-A never,exit -F pid=<own pid> -S all -k mlockaudit`` put first (as auditbeat does),
   so mlockaudit's own syscalls never feed records back into the stream it reads.
 """
@@ -33,7 +45,13 @@ AUDIT_ALWAYS = 2
 AUDIT_PID = 0
 AUDIT_ARCH = 11
 AUDIT_FILTERKEY = 210
+AUDIT_ARG0 = 200                     # AUDIT_ARG1..3 follow: 201, 202, 203
+AUDIT_BIT_MASK = 0x08000000
+AUDIT_NOT_EQUAL = 0x30000000
 AUDIT_EQUAL = 0x40000000
+_OPS = {"&": AUDIT_BIT_MASK, "==": AUDIT_EQUAL, "!=": AUDIT_NOT_EQUAL}
+_OP_TEXT = {"&": "&", "==": "=", "!=": "!="}
+_OP_BY_VALUE = {value: test for test, value in _OPS.items()}
 AUDIT_BITMASK_SIZE = 64
 AUDIT_MAX_FIELDS = 64
 
@@ -51,7 +69,9 @@ class Rule(object):
     """One audit rule: filter list, action, syscalls (or all), field conditions, key."""
 
     def __init__(self, action, arch=None, names=(), all_syscalls=False, pid=None, key=KEY,
-                 prepend=False):
+                 prepend=False, conditions=(), ipc=False):
+        self.conditions = tuple(conditions)   # ((argument 0..3, "&"/"=="/"!=", value), ...)
+        self.ipc = ipc                        # the syscall is i386's ipc(), not names[0]
         self.action = action
         self.arch = arch                  # our arch name, e.g. "x86_64"; None: any
         self.names = tuple(names)         # syscall names of the family
@@ -68,23 +88,29 @@ class Rule(object):
         else:
             numbers = syscalls.SYSCALL_NUMBERS[self.arch]
             for name in self.names:
-                number = numbers[name]
+                number = syscalls.IPC_NUMBERS[self.arch] if self.ipc else numbers[name]
                 mask[number // 32] |= 1 << (number % 32)
-        fields, values = [], []
+        fields, values, ops = [], [], []
         if self.arch is not None:
             fields.append(AUDIT_ARCH)
             values.append(syscalls.ARCH_AUDIT[self.arch])
         if self.pid is not None:
             fields.append(AUDIT_PID)
             values.append(self.pid)
+        ops = [AUDIT_EQUAL] * len(fields)
+        for position, test, value in self.conditions:    # auditctl's order: as written
+            fields.append(AUDIT_ARG0 + position)
+            values.append(value & 0xFFFFFFFF)
+            ops.append(_OPS[test])
         key = self.key.encode()
         fields.append(AUDIT_FILTERKEY)
         values.append(len(key))
+        ops.append(AUDIT_EQUAL)
         count = len(fields)
         pad = [0] * (AUDIT_MAX_FIELDS - count)
         flags = AUDIT_FILTER_EXIT | (AUDIT_FILTER_PREPEND if self.prepend else 0)
         return _HEADER.pack(flags, self.action, count, *(mask + fields + pad + values + pad
-                                                         + [AUDIT_EQUAL] * count + pad
+                                                         + ops + pad
                                                          + [len(key)])) + key
 
     def to_text(self):
@@ -95,7 +121,16 @@ class Rule(object):
             parts += ["-F", "arch=%s" % arch_word(self.arch)]
         if self.pid is not None:
             parts += ["-F", "pid=%d" % self.pid]
-        parts += ["-S", "all" if self.all_syscalls else ",".join(self.names)]
+        if self.all_syscalls:
+            parts += ["-S", "all"]
+        elif self.ipc:
+            parts += ["-S", "ipc"]
+        else:
+            parts += ["-S", ",".join(syscalls.KERNEL_NAMES.get((self.arch, name), name)
+                                     for name in self.names)]
+        for position, test, value in self.conditions:
+            parts += ["-F", "a%d%s%s" % (position, _OP_TEXT[test],
+                                         "0x%x" % value if test == "&" else "%d" % value)]
         parts += ["-k", self.key]
         return " ".join(parts)
 
@@ -126,11 +161,13 @@ def parse_rule_bytes(data):
     vals = values[131:131 + AUDIT_MAX_FIELDS]
     buflen = values[-1]
     buf = data[_HEADER.size:_HEADER.size + buflen]
+    ops = values[195:195 + AUDIT_MAX_FIELDS]
     out = {"flags": flags, "action": action, "key": None, "arch": None, "pid": None,
+           "conditions": [],
            "all_syscalls": all(m == 0xFFFFFFFF for m in mask),
            "syscalls": [n for n in range(AUDIT_BITMASK_SIZE * 32) if mask[n // 32] >> (n % 32) & 1]}
     offset = 0
-    for field, value in zip(fields[:count], vals[:count]):
+    for field, value, op in zip(fields[:count], vals[:count], ops[:count]):
         if field in _STRING_FIELDS:                  # string values are laid out in buf
             text = buf[offset:offset + value]
             offset += value
@@ -140,6 +177,8 @@ def parse_rule_bytes(data):
             out["arch"] = syscalls.AUDIT_ARCH.get(value, value)
         elif field == AUDIT_PID:
             out["pid"] = value
+        elif AUDIT_ARG0 <= field <= AUDIT_ARG0 + 3:
+            out["conditions"].append((field - AUDIT_ARG0, _OP_BY_VALUE.get(op, op), value))
     return out
 
 
@@ -177,7 +216,8 @@ def available_calls(arch, native_arch, kallsyms=None, release=None):
 
 
 def family_rules(native_arch, events=None, kallsyms=None, release=None, compat=True):
-    """The always-rules for this kernel -> (rules, notes) where notes explain omissions."""
+    """The always-rules for this kernel -> (rules, notes) where notes explain omissions:
+    per arch the family's rule, then the surface's argument-filtered ones."""
     wanted = [name for name in syscalls.FAMILY if events is None or name in events]
     arches = [native_arch]
     compat_arch = syscalls.COMPAT_ARCH.get(native_arch)
@@ -189,6 +229,9 @@ def family_rules(native_arch, events=None, kallsyms=None, release=None, compat=T
         names = [name for name in wanted if availability.get(name) is None]
         reasons = sorted(set(availability[name] for name in wanted
                              if availability.get(name) is not None))
+        if not wanted and arch != native_arch:      # only surface calls: is there compat?
+            reasons = sorted(set(reason for reason in availability.values()
+                                 if reason is not None and "32-bit" in reason))
         if not names and len(reasons) == 1:
             notes.append("arch=%s: left out: %s" % (arch_word(arch), reasons[0]))
         else:
@@ -198,7 +241,32 @@ def family_rules(native_arch, events=None, kallsyms=None, release=None, compat=T
                         name, arch_word(arch), availability[name]))
         if names:
             rules.append(Rule(AUDIT_ALWAYS, arch=arch, names=names))
+        if not any(reason.startswith("this kernel runs no 32-bit") for reason in reasons):
+            rules += surface_rules(arch, events, compat=False)
     return rules, notes
+
+
+def surface_rules(native_arch, events=None, compat=True):
+    """The argument-filtered always-rules of the surface beyond the mlock family: one per
+    locking alternative (syscalls.LOCKING), per arch, plus i386's ipc() SHMCTL ones.
+
+    These calls exist on every kernel mlockaudit supports (prlimit64 since 2.6.36) and
+    AUDIT_ARG0..3 fields with =, != and & since 2.6.x, so nothing is left out here."""
+    wanted = [name for name in syscalls.SURFACE_EXTRA if events is None or name in events]
+    arches = [native_arch]
+    compat_arch = syscalls.COMPAT_ARCH.get(native_arch)
+    if compat and compat_arch:
+        arches.append(compat_arch)
+    rules = []
+    for arch in arches:
+        for name in wanted:
+            for alternative in syscalls.locking_alternatives(name, arch):
+                rules.append(Rule(AUDIT_ALWAYS, arch=arch, names=[name], conditions=alternative))
+            if name == "shmctl" and arch in syscalls.IPC_NUMBERS:
+                for alternative in syscalls.IPC_LOCKING:
+                    rules.append(Rule(AUDIT_ALWAYS, arch=arch, names=[name],
+                                      conditions=alternative, ipc=True))
+    return rules
 
 
 def self_rule(pid):

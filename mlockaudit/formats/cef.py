@@ -24,7 +24,7 @@ the exact bytes).
 from .. import syscalls
 from ..compat import time_ns
 from ..event import MAX_TIMESTAMP_NS
-from .common import (ACTIONS, CEF_SEVERITY, DEFAULT_SEVERITIES, PRODUCT, VENDOR, VERSION,
+from .common import (ACTIONS, surface_text, CEF_SEVERITY, DEFAULT_SEVERITIES, PRODUCT, VENDOR, VERSION,
                      event_name_text, raw_bytes, safe_text, process_part)
 
 NAME = "cef"
@@ -110,9 +110,13 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
     timestamp = event.timestamp
     if timestamp is not None and 0 <= timestamp <= MAX_TIMESTAMP_NS:
         parts.append("rt=%d " % (timestamp // 1000000))
-    parts.append("act=%s outcome=%s" % (ACTIONS[name], outcome))
+    parts.append("act=%s outcome=%s" % (ACTIONS[name] if name != "shmctl" else event.action,
+                                        outcome))
     parts.append(rendered[0])
-    for arg_name, _c_type, value in event.arg_values():
+    surface = surface_text(event)
+    if surface:
+        parts.append(" msg=" + ext_value(surface)[0])
+    for arg_name, _c_type, value in (event.arg_values() if not surface else ()):
         if value is None:
             continue
         if arg_name == "addr":

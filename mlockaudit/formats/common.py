@@ -26,7 +26,28 @@ ACTIONS = {
     "mlockall": "locked-memory",
     "munlock": "unlocked-memory",
     "munlockall": "unlocked-memory",
+    "mmap": "locked-memory",                 # (only MAP_LOCKED ones are reported)
+    "setrlimit": "changed-memlock-limit",
+    "prlimit64": "changed-memlock-limit",
 }
+#: shmctl's action follows its command: SHM_LOCK locks, SHM_UNLOCK unlocks (syscalls.action).
+SHMCTL_ACTIONS = ("locked-memory", "unlocked-memory")
+
+
+def surface_text(event):
+    """The arguments and decoded facts of a surface call beyond the family, as one
+    ``name=value`` text (``addr=0x7f.. length=8192 ... flagNames=MAP_PRIVATE|MAP_LOCKED
+    lockedLength=8192``) for the line formats (CEF msg, syslog); "" for the family.
+    Every value is a number or a name from our own tables: nothing the process chose."""
+    if event.name not in syscalls.LOCKING:
+        return ""
+    parts = ["%s=%s" % (name, "null" if value is None else value)
+             for name, _, value in event.arg_values()]
+    for key, value in sorted(event.decoded().items()):
+        if isinstance(value, dict):
+            value = ",".join("%s:%s" % item for item in sorted(value.items()))
+        parts.append("%s=%s" % (key, "null" if value is None else value))
+    return " ".join(parts)
 
 #: Syslog severities (RFC 5424 numeric): 0 emerg .. 7 debug.
 

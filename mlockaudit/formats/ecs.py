@@ -95,11 +95,11 @@ def render_process(process):
 
 
 def _event_head(key):
-    name, outcome, backend, severity = key
+    name, outcome, backend, severity, action = key
     head = ('"event":{"kind":"event","category":["process"],"type":["change"],'
             '"action":"%s","outcome":"%s","code":"%s","provider":%s,"module":"mlockaudit",'
             '"dataset":"mlockaudit.syscall","severity":%d' % (
-                ACTIONS[name], outcome, name, json_value(backend), severity))
+                action, outcome, name, json_value(backend), severity))
     if len(_EVENT_HEADS) < 256:
         _EVENT_HEADS[key] = head
     return head
@@ -128,7 +128,8 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
     rendered = process_part(process, NAME, render_process)
     outcome = event.outcome
     name = event.name
-    key = (name, outcome, event.backend, severities[outcome])
+    action = ACTIONS[name] if name != "shmctl" else event.action
+    key = (name, outcome, event.backend, severities[outcome], action)
     head = _EVENT_HEADS.get(key)
     if head is None:
         head = _event_head(key)
@@ -151,6 +152,9 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
                 _ERRNOS[ret] = cached
         error, errno_json = cached
     flags = event.flags
+    decoded = event.decoded()
+    flag_names = decoded.pop("flagNames", None) if decoded else \
+        syscalls.decode_flags(name, flags)
     stamp = iso_utc(event.timestamp) if event.timestamp is not None else None
     parts = [
         '{"@timestamp":"%s",' % stamp if stamp is not None else "{",
@@ -164,9 +168,11 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
         ',"mlockaudit":{"syscall":"%s","args":%s,"flags":%s,"flagNames":%s,'
         '"returnValue":%s,"errno":%s' % (
             name, _args_object(event), json_value(flags),
-            json_value(syscalls.decode_flags(name, flags)), json_value(ret), errno_json),
+            json_value(flag_names), json_value(ret), errno_json),
         call,
     ]
+    if decoded:
+        parts.append(json_members(decoded))
     if extra:
         parts.append(json_members(extra))
     parts.append(rendered[2])

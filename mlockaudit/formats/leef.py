@@ -14,7 +14,7 @@ exact bytes are given as hex in ``<key>Hex`` whenever what is shown differs.
 
 from .. import syscalls
 from ..compat import time_ns
-from .common import (ACTIONS, DEFAULT_SEVERITIES, LEEF_SEVERITY, PRODUCT, VENDOR, VERSION,
+from .common import (ACTIONS, surface_text, DEFAULT_SEVERITIES, LEEF_SEVERITY, PRODUCT, VENDOR, VERSION,
                      leef_time, safe_text, process_part)
 
 NAME = "leef"
@@ -56,10 +56,10 @@ _HEADS = {}
 
 
 def _head(key):
-    name, outcome, severity, backend = key
+    name, outcome, severity, backend, action = key
     head = "LEEF:2.0|%s|%s|%s|%s|%s|" % (VENDOR, PRODUCT, VERSION, name, DELIMITER)
     head += "cat=%s^sev=%d^outcome=%s^syscall=%s^backend=%s" % (
-        ACTIONS[name], LEEF_SEVERITY[severity], outcome, name, value(str(backend))[0])
+        action, LEEF_SEVERITY[severity], outcome, name, value(str(backend))[0])
     if len(_HEADS) < 256:
         _HEADS[key] = head
     return head
@@ -71,7 +71,8 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
     rendered = process_part(process, NAME, render_process)
     outcome = event.outcome
     name = event.name
-    key = (name, outcome, severities[outcome], event.backend)
+    action = ACTIONS[name] if name != "shmctl" else event.action
+    key = (name, outcome, severities[outcome], event.backend, action)
     head = _HEADS.get(key)
     if head is None:
         head = _head(key)
@@ -86,8 +87,14 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
         if arg is None:
             continue
         parts.append("^%s=%s" % (arg_name, arg))
-        if arg_name == "flags":
+        if arg_name == "flags" and name in ("mlock2", "mlockall"):
             parts.append("^flagNames=" + syscalls.decode_flags(name, arg))
+    for key, arg in sorted(event.decoded().items()):
+        if isinstance(arg, dict):
+            arg = ",".join("%s:%s" % item for item in sorted(arg.items()))
+        # (bit names joined by "," here: "|" is LEEF's header separator)
+        parts.append("^%s=%s" % (key, "null" if arg is None else
+                                 value(str(arg).replace("|", ","))[0]))
     ret = event.ret
     if ret is not None:
         parts.append("^ret=%d" % ret)

@@ -189,7 +189,11 @@ def format_event(event):
         parts = _line_parts(process, (name, event.arch, event.backend, event.probe,
                                       event.syscall_nr))
     args = event.args
-    if None in args:
+    surface = name in syscalls.LOCKING
+    if surface:
+        args_json = _render_args(event)
+        flags = None
+    elif None in args:
         args_json = _render_args_with_nulls(name, args)
         flags = None
     elif name == "mlock2":
@@ -203,7 +207,10 @@ def format_event(event):
         args_json = _ARGS_TEMPLATES[name] % args
     flag_key = (name, flags)
     flags_json = _FLAG_NAMES.get(flag_key)
-    if flags_json is None:                  # flags are the caller's choice: bound the memo
+    if surface:
+        decoded = event.decoded()
+        flags_json = json_value(decoded.pop("flagNames", None)) + json_members(decoded)
+    elif flags_json is None:                # flags are the caller's choice: bound the memo
         flags_json = json_value(syscalls.decode_flags(name, flags))
         if len(_FLAG_NAMES) < 256:
             _FLAG_NAMES[flag_key] = flags_json
@@ -232,6 +239,13 @@ def format_event(event):
         parts[7], errno_json,
         _event_extra(event.extra) if event.extra else "",
         parts[8]))
+
+
+def _render_args(event):
+    """The args of a surface call beyond the family, each shaped by its C type
+    (Event.arg_values: pointers as "0x..", ints signed), null where unknown."""
+    return ",".join('{"name":"%s","type":"%s","value":%s}' % (arg, c_type, json_value(value))
+                    for arg, c_type, value in event.arg_values())
 
 
 def _render_args_with_nulls(name, args):

@@ -14,7 +14,12 @@ change first):
 3. open every CPU's ``trace_pipe_raw`` and take the /proc snapshot: from now on every
    change of a task is in the stream, and every task that exists is in the snapshot;
 4. only then enable the calls (syscall tracepoints, or our kprobe group): every call is
-   after the snapshot, so its thread is known.
+   after the snapshot, so its thread is known. The calls that lock only sometimes (mmap
+   with MAP_LOCKED, shmctl SHM_LOCK/SHM_UNLOCK, RLIMIT_MEMLOCK changes) get their entry
+   event's ``filter`` first (eventfilter.py, recorded in the session state), so the
+   kernel never writes a plain mmap's entry; their exits, which have only ``ret``, are
+   enabled unfiltered and dropped at decode unless their thread's entry was seen
+   (decode.py); mmap's exit can be left out (``--mmap-exits none``: returnValue null).
 
 Reading (``pump``): each CPU's pages until it is empty or the per-pump bound, decoded
 (decode.py), merged across CPUs by time (merge.py), then in order: lifecycle records
@@ -36,8 +41,9 @@ from .. import compat, host, procfs
 from ..enrich import ProcCache
 from ..event import Process
 from ..source import Source
-from ..syscalls import FAMILY, SYSCALL_NUMBERS
+from ..syscalls import LOCKING, SURFACE, SYSCALL_NUMBERS
 from . import decode, instance as tracefs, probes as kprobes, ringbuf
+from .eventfilter import filter_expression
 from .lifecycle import TracefsError, TracefsSetup
 from .merge import Merger
 from .pairing import Pairer
@@ -65,7 +71,10 @@ class TracefsSource(Source):
 
     def __init__(self, emit, session, options=None):
         Source.__init__(self, emit, session, options)
-        self.events = list(self.options.events) if self.options.events else list(FAMILY)
+        self.events = list(self.options.events) if self.options.events else list(SURFACE)
+        # calls whose exit is not traced: mmap under --mmap-exits none
+        self.no_exit = ("mmap",) if getattr(self.options, "mmap_exits", "all") == "none" \
+            else ()
         self.buffer_kb = self.options.buffer_kb or default_buffer_kb()
         self.hostname = self.options.hostname
         self.setup_state = TracefsSetup(session)
@@ -131,19 +140,26 @@ class TracefsSource(Source):
                     inst.enable_event(probe.group, event)
         else:
             for call in self.events:
+                filtered = call in LOCKING
                 for side in ("enter", "exit"):
-                    fmt = self._format(inst, "syscalls", "sys_%s_%s" % (side, call))
+                    if side == "exit" and call in self.no_exit:
+                        continue
+                    event = "sys_%s_%s" % (side, call)
+                    fmt = self._format(inst, "syscalls", event)
                     if side == "enter":
-                        self.decoder.add_syscall_enter(fmt, call, arch)
+                        self.decoder.add_syscall_enter(fmt, call, arch, filtered)
+                        if filtered:
+                            lifecycle.set_filter("syscalls", event,
+                                                 filter_expression(call, arch))
                     else:
-                        self.decoder.add_syscall_exit(fmt, call, arch)
-                    inst.enable_event("syscalls", "sys_%s_%s" % (side, call))
+                        self.decoder.add_syscall_exit(fmt, call, arch, filtered)
+                    inst.enable_event("syscalls", event)
         self.pairer = Pairer(self.emit, arch=None if compat_probes else arch,
                              clock_offset_ns=inst.clock_offset_ns, hostname=self.hostname,
                              events=self.events, own_pid=self._own_pid,
                              long_bits=host.long_bits_from_header_page(
                                  _read(root, "events/header_page")) or 64,
-                             identify=self.identify)
+                             identify=self.identify, no_exit=self.no_exit)
         how = ("syscall tracepoints (native callers only: 32-bit callers are not traced by "
                "syscall tracepoints)" if self.mode == "tracepoint"
                else "kprobes %s" % ", ".join(probe.symbol for probe in self.probes))
@@ -196,28 +212,34 @@ class TracefsSource(Source):
         x_types = "x8/16/32/64" in _read(root, "README")
         names = kprobes.function_names(root)
         self.probes, notes = kprobes.plan(group, arch, names, self.events, x_types,
-                                          kprobes.kallsyms_addresses())
+                                          kprobes.kallsyms_addresses(), self.no_exit)
         for note in notes:
             self.log("kprobes: " + note)
         if not self.probes:
             raise TracefsError(errno.ENOENT, "no syscall entry symbol to probe for %s"
                                % ",".join(self.events))
         for probe in self.probes:
-            for line, event in ((probe.entry_line, probe.events[0]),
-                                (probe.return_line, probe.events[1])):
+            lines = ((probe.entry_line, probe.events[0]),) + (
+                ((probe.return_line, probe.events[1]),) if probe.with_return else ())
+            for line, event in lines:
                 self.setup_state.add_probe_line(probe.group, event, line)
+            filtered = probe.name in LOCKING
             entry = self._format(self.instance, probe.group, probe.events[0])
-            ret = self._format(self.instance, probe.group, probe.events[1])
-            arg_fields = [kprobes.FIELD_NAMES[arg] for arg in kprobes.arg_names(probe.name)]
+            if filtered:
+                self.setup_state.set_filter(probe.group, probe.event,
+                                            filter_expression(probe.name, probe.arch))
+            arg_fields = kprobes.field_names(probe.name)
             arch_of_number = None
             if "orig_ax=" in probe.entry_line:
                 arch_of_number = dict((number, probe_arch) for probe_arch in ("x86_64", "i386")
                                       for call, number in SYSCALL_NUMBERS[probe_arch].items()
                                       if call == probe.name)
             self.decoder.add_kprobe(entry, probe.name, probe.arch if not arch_of_number
-                                    else None, arg_fields, arch_of_number)
-            self.decoder.add_kretprobe(ret, probe.name, probe.arch if not arch_of_number
-                                       else None)
+                                    else None, arg_fields, arch_of_number, filtered)
+            if probe.with_return:
+                ret = self._format(self.instance, probe.group, probe.events[1])
+                self.decoder.add_kretprobe(ret, probe.name, probe.arch if not arch_of_number
+                                           else None, filtered)
 
     # -- identity -----------------------------------------------------------------------
 
@@ -343,9 +365,15 @@ class TracefsSource(Source):
             self.pages += pages
             count += len(records)
             self.merger.add(cpu, records, drained, read_start, last_ts)
+        self._resolve_exits(self.merger.watermark())
         self._apply(self.merger.release())
         self.busy = busy
         return count
+
+    def _resolve_exits(self, watermark):
+        """Exits of filtered calls decoded before their entry (another CPU, read later)."""
+        for cpu, record in self.decoder.resolve_exits(watermark):
+            self.merger.insert(cpu, record)
 
     def _apply(self, records):
         apply_task = self.tasks.apply
@@ -386,6 +414,7 @@ class TracefsSource(Source):
                     self.pump()
                     if not self.busy:
                         break
+                self._resolve_exits(None)
                 self._apply(self.merger.release(final=True))
                 self.pairer.flush()
                 self._poll_overrun()
@@ -409,6 +438,7 @@ class TracefsSource(Source):
                 "identity_proc": self.identity_sources["proc"],
                 "identity_unknown": self.identity_sources["unknown"],
                 "proc_gone": self.proc_cache.gone,
+                "lookalike_exits": self.decoder.exits_dropped if self.decoder else 0,
                 "unknown_events": self.decoder.unknown if self.decoder else 0}
 
 

@@ -7,6 +7,17 @@ Every field is read at the offset and size its format file gives (``signed`` dec
 sign), so the same code reads 64-bit and 32-bit kernels, old and new layouts
 (sched_process_exit gained ``group_dead`` late; sched_process_fork moved its comms to
 ``__data_loc``), and no value a process chooses can shift another.
+
+Filtered calls (mmap with MAP_LOCKED, ...): the kernel's event filter keeps only the
+locking entries, but an exit tracepoint has only ``ret`` and cannot be filtered by the
+entry's arguments, so every plain mmap's exit arrives too. Those are dropped here, before
+a record exists: an exit is kept only when its thread has a filtered entry decoded before
+it (``armed``: thread id -> entry time). Because the CPUs are read one after the other, a
+thread that migrated inside the call can have its exit decoded before its entry (entry on
+a CPU read later, or in the next pump): such exits wait, as bare tuples, in ``unarmed``
+until :meth:`Decoder.resolve_exits` is given the merge watermark (merge.py): at or below
+it every entry that precedes them has been decoded, so one without an armed entry is a
+look-alike's and goes.
 """
 
 import struct
@@ -21,6 +32,11 @@ TASK_EXIT = "task_exit"
 
 CLONE_PARENT = 0x00008000
 CLONE_THREAD = 0x00010000
+
+#: What a handler returns for an event it dropped on purpose (not a bad one).
+SKIP = object()
+#: Threads with a filtered entry in flight: bounded like the pairer's table.
+MAX_ARMED = 65536
 
 _INT_CODES = {(1, False): "B", (1, True): "b", (2, False): "H", (2, True): "h",
               (4, False): "I", (4, True): "i", (8, False): "Q", (8, True): "q"}
@@ -89,15 +105,22 @@ class Decoder(object):
         self._id_offset = 0                     # common_type: u16 at offset 0 everywhere
         self.unknown = 0                        # events of ids nobody registered
         self.bad = 0                            # events too short for their format
+        self.armed = {}                         # tid -> ts of a filtered entry in flight
+        # (ts, tid, cpu, page, offset, build) of exits without an armed entry, until
+        # resolve_exits: bounded by one pump's read (MAX_PAGES_PER_PUMP pages per CPU),
+        # plus the few newer than the watermark that wait for the next pump
+        self.unarmed = []
+        self.exits_dropped = 0                  # exits of look-alikes (no filtered entry)
 
     def ids(self):
         return set(self._handlers)
 
     # -- registration ---------------------------------------------------------------------
 
-    def add_syscall_enter(self, fmt, name, arch=None):
+    def add_syscall_enter(self, fmt, name, arch=None, filtered=False):
         """``syscalls/sys_enter_NAME``: the arguments in the format's order (which is the
-        syscall's, and Tracee's)."""
+        syscall's, and Tracee's). ``filtered``: the kernel's event filter passes only
+        locking entries; each one arms its thread for its exit (see the module doc)."""
         pid_at = _common(fmt)
         args = [field for field in fmt.own_fields() if field.name != "__syscall_nr"]
         values, size = numeric_struct(args) if args else (None, 0)
@@ -113,11 +136,14 @@ class Decoder(object):
                 return None
             tid = pid_struct.unpack_from(data, offset)[0]
             arg_values = values.unpack_from(data, offset + values_at) if values else ()
+            if filtered:
+                self._arm(tid, ts)
             return TraceRecord(ENTRY, name, tid, None, None, cpu, ts, arg_values, None, arch)
         self._handlers[fmt.id] = handle
 
-    def add_syscall_exit(self, fmt, name, arch=None):
-        """``syscalls/sys_exit_NAME``: ``long ret``."""
+    def add_syscall_exit(self, fmt, name, arch=None, filtered=False):
+        """``syscalls/sys_exit_NAME``: ``long ret``. ``filtered``: the entries are filtered
+        in the kernel, the exits cannot be: only exits of armed threads become records."""
         pid_at = _common(fmt)
         ret = fmt.by_name.get("ret")
         if ret is None:
@@ -125,6 +151,11 @@ class Decoder(object):
         reader = struct.Struct("<%s" % _INT_CODES[(ret.size, True)])
         pid_struct = struct.Struct("<%dxi" % pid_at)
         need = ret.offset + ret.size
+
+        if filtered:
+            self._handlers[fmt.id] = self._filtered_exit(name, arch, None, pid_struct, reader,
+                                                         ret.offset, need)
+            return
 
         def handle(data, offset, length, ts, cpu):
             if length < need:
@@ -134,7 +165,64 @@ class Decoder(object):
                                arch)
         self._handlers[fmt.id] = handle
 
-    def add_kprobe(self, fmt, name, arch, arg_fields, arch_of_number=None):
+    def _arm(self, tid, ts):
+        armed = self.armed
+        if len(armed) >= MAX_ARMED and tid not in armed:
+            del armed[next(iter(armed))]          # (a thread killed inside its call)
+        armed[tid] = ts
+
+    def _filtered_exit(self, name, arch, probe, pid_struct, reader, ret_at, need):
+        """The hot path of every plain mmap: the thread id and one dict lookup; a
+        look-alike's exit is kept only as (ts, tid, cpu, page, offset, build) until the
+        watermark passes it: its return is read only if its entry turns up."""
+        armed = self.armed
+        unarmed = self.unarmed
+        get = armed.get
+        tid_of = pid_struct.unpack_from
+
+        def build(data, offset, ts, cpu, tid):
+            return TraceRecord(EXIT, name, tid, None, None, cpu, ts, None,
+                               reader.unpack_from(data, offset + ret_at)[0], arch, probe=probe)
+
+        def handle(data, offset, length, ts, cpu):
+            if length < need:
+                return None
+            tid = tid_of(data, offset)[0]
+            entry_ts = get(tid)
+            if entry_ts is not None and entry_ts <= ts:
+                del armed[tid]
+                return build(data, offset, ts, cpu, tid)
+            unarmed.append((ts, tid, cpu, data, offset, build))
+            return SKIP
+        return handle
+
+    def resolve_exits(self, watermark):
+        """Exits decoded before their thread's filtered entry -> [(cpu, record)] for the
+        ones whose entry has arrived since; drops the rest at or below ``watermark`` (None:
+        end of input, drop all unmatched); keeps the newer ones for the next call."""
+        unarmed = self.unarmed
+        if not unarmed:
+            return []
+        armed = self.armed
+        found = []
+        if armed:
+            rest = []
+            for item in unarmed:
+                ts, tid = item[0], item[1]
+                entry_ts = armed.get(tid)
+                if entry_ts is not None and entry_ts <= ts:
+                    del armed[tid]
+                    found.append((item[2], item[5](item[3], item[4], ts, item[2], tid)))
+                else:
+                    rest.append(item)
+            unarmed = rest
+        keep = [item for item in unarmed if item[0] > watermark] if watermark is not None \
+            else []
+        self.exits_dropped += len(unarmed) - len(keep)
+        self.unarmed[:] = keep
+        return found
+
+    def add_kprobe(self, fmt, name, arch, arg_fields, arch_of_number=None, filtered=False):
         """A kprobe on a syscall entry: the fields named in ``arg_fields`` (Tracee's order;
         absent ones read as None), and ``orig_ax`` -> arch through ``arch_of_number``
         where one probe serves two arches."""
@@ -157,12 +245,15 @@ class Decoder(object):
             call_arch = arch
             if ax_position is not None:
                 call_arch = arch_of_number.get(got[ax_position], arch)
-            return TraceRecord(ENTRY, name, pid_struct.unpack_from(data, offset)[0], None, None,
-                               cpu, ts, args, None, call_arch, probe="kprobe")
+            tid = pid_struct.unpack_from(data, offset)[0]
+            if filtered:
+                self._arm(tid, ts)
+            return TraceRecord(ENTRY, name, tid, None, None, cpu, ts, args, None, call_arch,
+                               probe="kprobe")
         self._handlers[fmt.id] = handle
 
-    def add_kretprobe(self, fmt, name, arch):
-        """A kretprobe: ``ret`` (fetched as s64)."""
+    def add_kretprobe(self, fmt, name, arch, filtered=False):
+        """A kretprobe: ``ret`` (fetched as s64). ``filtered``: as for syscall exits."""
         pid_at = _common(fmt)
         ret = fmt.by_name.get("ret")
         if ret is None:
@@ -170,6 +261,10 @@ class Decoder(object):
         reader = struct.Struct("<%s" % _INT_CODES[(ret.size, ret.signed)])
         pid_struct = struct.Struct("<%dxi" % pid_at)
         need = ret.offset + ret.size
+        if filtered:
+            self._handlers[fmt.id] = self._filtered_exit(name, arch, "kprobe", pid_struct,
+                                                         reader, ret.offset, need)
+            return
 
         def handle(data, offset, length, ts, cpu):
             if length < need:
@@ -288,7 +383,7 @@ class Decoder(object):
             record = handler(data, offset, length, ts, cpu)
             if record is None:
                 self.bad += 1
-            else:
+            elif record is not SKIP:
                 append(record)
         self.unknown += unknown
         return records, page.missed, page.end_ts

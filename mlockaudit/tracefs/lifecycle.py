@@ -6,7 +6,11 @@ Owned here, each recorded in the session state *before* it is made (write-ahead)
 * a tracefs mount, when none existed (unmounted at stop, unless busy);
 * the private instance ``instances/mlockaudit_<pid>_<starttime>`` (its events, filters,
   buffer size and clock live and die with it);
-* the kprobe group of the same name (kprobe mode), line by line in kprobe_events.
+* the kprobe group of the same name (kprobe mode), line by line in kprobe_events;
+* event filters (the surface's locking-only entries, eventfilter.py): each file's content
+  before and after is recorded (``filters``), but they are files of *our* instance's
+  ``events/`` tree (filters are per instance), so removing the instance is what restores
+  them: nothing outside it was changed.
 
 Never touched: the global buffer, other instances, other groups' probes (lines are
 appended with O_APPEND and removed one by one, ``-:GROUP/EVENT``; opening kprobe_events
@@ -70,6 +74,23 @@ class TracefsSetup(object):
             raise
         return self.instance
 
+    def set_filter(self, system, event, expression):
+        """Write an event filter in our instance (recorded with what it held before)."""
+        relative = "events/%s/%s/filter" % (system, event)
+        try:
+            before = self.instance.read(relative).strip()
+        except OSError as exc:
+            raise TracefsError(exc.errno, "cannot read %s: %s" % (relative, exc.strerror))
+        self.section.setdefault("filters", {})[relative] = {"before": before,
+                                                            "set": expression}
+        self._commit()
+        try:
+            self.instance.write(relative, expression)
+        except OSError as exc:
+            raise TracefsError(exc.errno, "the kernel refused the event filter %r for "
+                               "%s/%s: %s%s" % (expression, system, event, exc.strerror,
+                                                error_log(self.root)))
+
     def add_probe_line(self, group, event, line):
         """One kprobe_events line of our group (``p:GROUP/EVENT ...``)."""
         added = self.section.setdefault("probes", [])
@@ -122,6 +143,7 @@ def remove_changes(root, section, inst=None):
             problems.append(str(exc))
     if not problems:
         section.pop("instance", None)
+        section.pop("filters", None)          # (files of the instance: gone with it)
     root = root or (os.path.dirname(os.path.dirname(path)) if path else host.find_tracefs())
     remaining = []
     for probe in reversed(section.get("probes", [])):

@@ -24,7 +24,7 @@ as safe because the kernel-written tail cannot be forged by the comm.
 
 import re
 
-from ..syscalls import SYSCALL_NUMBERS
+from ..syscalls import KERNEL_ARG_NAMES, SYSCALL_NUMBERS
 
 ENTRY = "entry"
 EXIT = "exit"
@@ -127,11 +127,17 @@ _TRACEPOINT_TAIL = re.compile(
 _ARG_NAMES = ((b"start", b"addr"), (b"len",), (b"flags",))
 _ARGS_CACHE = {}
 _CALL_NAMES = {name.encode(): name for name in ("mlock", "mlock2", "munlock", "mlockall",
-                                                 "munlockall")}
+                                                 "munlockall", "mmap", "shmctl", "setrlimit",
+                                                 "prlimit64")}
 
 
-def args_in_tracee_order(values):
-    """{field name: int} -> the tuple of values present, in Tracee's argument order."""
+def args_in_tracee_order(values, name=None):
+    """{field name: int} -> the tuple of values present, in Tracee's argument order. The
+    surface's other calls (mmap, shmctl, ...) are named by the kernel's argument names
+    (the tracepoint's fields, which our kprobes use too); absent ones are None."""
+    kernel_names = KERNEL_ARG_NAMES.get(name)
+    if kernel_names is not None:
+        return tuple(values.get(key.encode()) for key in kernel_names)
     args = []
     for names in _ARG_NAMES:
         for name in names:
@@ -141,12 +147,13 @@ def args_in_tracee_order(values):
     return tuple(args)
 
 
-def _tracepoint_args(inner):
+def _tracepoint_args(inner, name=None):
     """``start: 0x7f.., len: 0x2000, flags: 1`` -> (addr, len, flags). Calls often repeat
     their arguments (the same buffer locked again), so the parse is memoized: bounded at
     4096 argument texts (the working set of a busy host; a storm of distinct buffers
     clears and refills it, as each miss costs only this parse)."""
-    args = _ARGS_CACHE.get(inner)
+    key = inner if name not in KERNEL_ARG_NAMES else (name, inner)
+    args = _ARGS_CACHE.get(key)
     if args is None:
         values = {}
         if inner:
@@ -164,10 +171,10 @@ def _tracepoint_args(inner):
                     except ValueError:
                         pass
                 values[key] = _hex(value)
-        args = args_in_tracee_order(values)
+        args = args_in_tracee_order(values, name)
         if len(_ARGS_CACHE) >= 4096:
             _ARGS_CACHE.clear()
-        _ARGS_CACHE[inner] = args
+        _ARGS_CACHE[key] = args
     return args
 
 
@@ -232,7 +239,7 @@ def parse_event_text(text, bare_hex=False):
         paren = text.find(b"(")
         if paren > 0 and text.endswith(b")"):
             name = text[4:paren].decode("ascii", "replace")
-            return ENTRY, name, _tracepoint_args(text[paren + 1:-1]), None, "tracepoint"
+            return ENTRY, name, _tracepoint_args(text[paren + 1:-1], name), None, "tracepoint"
         arrow = text.find(b" -> ")
         if arrow > 0:
             name = text[4:arrow].decode("ascii", "replace")
@@ -267,7 +274,7 @@ def parse_event_text(text, bare_hex=False):
             if ret is None:
                 ret = values.get(b"retval")
             return EXIT, name, ret, arch, "kprobe"
-        return ENTRY, name, args_in_tracee_order(values), arch, "kprobe"
+        return ENTRY, name, args_in_tracee_order(values, name), arch, "kprobe"
     raise TraceLineError("unknown event text")
 
 
@@ -313,7 +320,7 @@ def parse_line(line, bare_hex=False):
                 ts_ns = _ts_ns(secs, frac)
             if ret is None:
                 return TraceRecord(ENTRY, name, pid, tgid, line[:COMM_WIDTH], int(cpu), ts_ns,
-                                   _tracepoint_args(inner))
+                                   _tracepoint_args(inner, name))
             return TraceRecord(EXIT, name, pid, tgid, line[:COMM_WIDTH], int(cpu), ts_ns, None,
                                int(ret, 16))
         match = _CONTEXT_TAIL.match(line, COMM_WIDTH + 1)

@@ -43,6 +43,18 @@ class Merger(object):
         elif cpu not in self._frontier:
             self._frontier[cpu] = read_start_ns - self.margin_ns
 
+    def watermark(self):
+        """The time up to which no CPU can still deliver an older record (None: no CPU
+        read yet)."""
+        return min(self._frontier.values()) if self._frontier else None
+
+    def insert(self, cpu, record):
+        """One record that arrives late for its CPU (an exit held until its entry was
+        decoded, see decode.resolve_exits): put in its place by time."""
+        records = self._held.setdefault(cpu, [])
+        records.insert(_count_upto(records, record.ts_ns), record)
+        self.held += 1
+
     def release(self, final=False):
         """Records that can no longer be preceded by an unread one, in time order (all of
         them when ``final``)."""

@@ -13,13 +13,20 @@ what is known and ``null`` for the rest, never a guess:
 
 The table is bounded (``max_pending``; the oldest entry goes first).
 
+Calls of the surface that the kernel filters (mmap with MAP_LOCKED, shmctl SHM_LOCK, ...:
+syscalls.LOCKING) are checked again here, so a capture made with other filters (or none)
+reports only the locking ones; their exits cannot be filtered in the kernel, so an exit of
+such a call without its entry is a look-alike's and is dropped, never reported as an
+incomplete call. ``no_exit``: calls whose exits are not traced (``--mmap-exits none``):
+emitted at their entry with the return unknown (``exitTraced: false``).
+
 Kernels without record-tgid (before 4.14, e.g. RHEL 7's 3.10) or a ``(-------)`` tgid
 column do not tell the thread group: such calls keep their thread id (the pid column,
 ``hostThreadId``) and have an unknown process id (null), never a guessed one.
 """
 
 from ..event import MAX_TIMESTAMP_NS, Event, Process, to_signed
-from ..syscalls import ARG_SPECS, SYSCALL_NUMBERS
+from ..syscalls import ARG_SPECS, LOCKING, SYSCALL_NUMBERS, is_locking
 from .lines import ENTRY, EXIT, LOST, decode_comm
 
 _NARGS = {name: len(specs) for name, specs in ARG_SPECS.items()}
@@ -30,8 +37,9 @@ class Pairer(object):
 
     def __init__(self, emit, arch=None, clock_offset_ns=None, hostname=None,
                  events=None, timeout_ns=10 * 10 ** 9, max_pending=65536, identify=None,
-                 own_pid=None, long_bits=64):
+                 own_pid=None, long_bits=64, no_exit=()):
         self._emit = emit
+        self.no_exit = frozenset(no_exit)
         # live: record -> (Process, ns tid, thread start), asked at the call's entry (its
         # place in the stream: the thread may be gone by its exit's turn); replay of text
         # captures: None, the columns of the trace line are all there is
@@ -59,6 +67,8 @@ class Pairer(object):
         self.incomplete = 0
         self.lost = 0            # from inline "CPU:N [LOST M EVENTS]" lines
         self.foreign = 0
+        self.lookalikes = 0      # entries of filtered calls that do not lock
+        self.unpaired_exits = 0  # exits of filtered calls without their entry
 
     def set_emit(self, emit):
         self._emit = emit
@@ -77,9 +87,16 @@ class Pairer(object):
             previous = pending.pop(record.tid, None)
             if previous is not None:
                 self._done(previous[0], None, previous[1])
+            if record.name in LOCKING and not is_locking(record.name, record.args,
+                                                         record.arch or self.arch):
+                self.lookalikes += 1
+                return
             who = self.identify(record) if self.identify is not None else None
             if who is not None and who[0].pid == self.own_pid and who[0].pid is not None:
                 self.foreign += 1
+                return
+            if record.name in self.no_exit:
+                self._done(record, None, who, exit_traced=False)
                 return
             pending[record.tid] = (record, who)
             if len(pending) > self.max_pending:
@@ -92,17 +109,21 @@ class Pairer(object):
             else:
                 if entry is not None:
                     self._done(entry[0], None, entry[1])
+                if record.name in LOCKING:           # a look-alike's exit (see the doc)
+                    self.unpaired_exits += 1
+                    return
                 who = self.identify(record) if self.identify is not None else None
                 if who is not None and who[0].pid == self.own_pid and who[0].pid is not None:
                     self.foreign += 1
                     return
                 self._done(None, record, who)
 
-    def _done(self, entry, exit_record, who=None):
+    def _done(self, entry, exit_record, who=None, exit_traced=True):
         """Build and emit the event for an entry and/or exit record (one may be None);
-        ``who``: what identify said at the call."""
+        ``who``: what identify said at the call; ``exit_traced`` False: no exit was asked
+        for (the return is unknown by choice, not lost)."""
         first = entry if entry is not None else exit_record
-        complete = entry is not None and exit_record is not None
+        complete = (entry is not None and exit_record is not None) or not exit_traced
         name = first.name
         nargs = _NARGS[name]
         if entry is not None and len(entry.args) == nargs:
@@ -127,6 +148,9 @@ class Pairer(object):
             extra = extra or {}
             extra["incomplete"] = True
             self.incomplete += 1
+        if not exit_traced:
+            extra = extra or {}
+            extra["exitTraced"] = False
         self.events += 1
         arch = first.arch or self.arch
         numbers = SYSCALL_NUMBERS.get(arch)

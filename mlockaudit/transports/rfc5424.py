@@ -103,6 +103,14 @@ class Framer(object):
             sd += ' ret="%d"' % event.ret
             if event.ret < 0 and event.errno_name:
                 sd += ' errno="%s"' % event.errno_name
+        decoded = event.decoded()
+        if decoded:                    # the surface beyond the family: what it did, decoded
+            sd += ' action="%s"' % event.action
+            for key, value in sorted(decoded.items()):
+                if value is not None:
+                    if isinstance(value, dict):
+                        value = ",".join("%s:%s" % item for item in sorted(value.items()))
+                    sd += ' %s="%s"' % (key, sd_value(str(value))[0])
         if cut:
             sd += ' cut="%s"' % cut
         return sd + "]"

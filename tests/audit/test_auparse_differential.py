@@ -102,7 +102,7 @@ def test_parsers_agree(path):
             if name == "proctitle" and interpreted is not None:
                 assert decode_proctitle(ours[b"proctitle"]) == interpreted.rstrip(" ")
             compared += 1
-    if "captures" in path:
+    if "captures" in path and "surface-" not in path:      # (the synthetic one is small)
         assert compared > 1000
 
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from live_helpers import (Tracer, audit_snapshot, event_calls, our_rules, run_cli, run_workload,
-                  truth_calls)
+from live_helpers import (Tracer, audit_snapshot, event_calls, our_rules, run_cli, run_rule_count,
+                          run_workload, truth_calls)
 from workload import HOSTILE_COMMS
 
 pytestmark = [pytest.mark.live]
@@ -74,7 +74,7 @@ def test_second_start_is_refused(tmp_path, run_dir, audit_guard):
 def test_kill_9_then_cleanup_restores_the_host(tmp_path, run_dir, audit_guard):
     tracer = Tracer(tmp_path, "--backend", "audit", run_dir=run_dir).wait_ready()
     tracer.stop(signal.SIGKILL)
-    assert len(our_rules()) == 3                       # the crash left its rules...
+    assert len(our_rules()) == run_rule_count()        # the crash left its rules...
     assert audit_snapshot() != audit_guard
     result = run_cli("cleanup", run_dir=run_dir)
     assert result.returncode == 0, result.stderr
@@ -87,7 +87,7 @@ def test_kill_9_then_next_start_cleans_up(tmp_path, run_dir, audit_guard):
     Tracer(tmp_path, "--backend", "audit", run_dir=run_dir).wait_ready().stop(signal.SIGKILL)
     tracer = Tracer(tmp_path, "--backend", "audit", run_dir=run_dir).wait_ready()
     assert "cleanup of a previous run" in tracer.stderr
-    assert len(our_rules()) == 3                       # only the new run's rules
+    assert len(our_rules()) == run_rule_count()        # only the new run's rules
     truth = run_workload(b"after-crash")
     time.sleep(0.2)
     assert tracer.stop() == 0
