@@ -25,6 +25,7 @@ sys.path.insert(0, SCRIPTS)
 # however few of the test directories a run collects
 sys.path.insert(0, os.path.join(ROOT, "tests", "formats"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "transports"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "live"))
 
 
 def legacy_python(version):

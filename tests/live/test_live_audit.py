@@ -110,7 +110,7 @@ def test_storm_of_100000_calls_all_arrive(tmp_path, run_dir, audit_guard):
     delivered_seconds = time.monotonic() - started
     assert tracer.stop() == 0
     events = [e for e in tracer.events() if e["hostProcessId"] == truth["pid"]]
-    assert len(events) == 100000 and truth["failures"] == 0
+    assert len(events) == 100000 and truth["failures"] == 0, tracer.stderr
     assert all(e["returnValue"] == 0 for e in events)
     assert "lost=0" in tracer.stderr
     print("storm: 100000 calls in %.2fs (%.0f calls/s), all delivered after %.2fs" % (

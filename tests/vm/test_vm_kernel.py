@@ -247,6 +247,26 @@ def _traced_run(facts, key, tmp, args, comms, threads_every=3, during=None, comp
     return tracer
 
 
+def _surface_run(facts, key, tmp, args):
+    """start ARGS, the surface workload (each locking call and each look-alike), stop:
+    facts KEY.{truth,stop,filters}."""
+    from live_helpers import Tracer, run_workload
+    tracer = Tracer(tmp, *args, run_dir=GUEST_RUN_DIR)
+    tracer.wait_ready(timeout=180)
+    import re
+    instance = re.search(r"instance=(\S+)", tracer.stderr).group(1)
+    group = os.path.basename(instance)
+    filters = {}
+    for call in ("mmap", "shmctl", "setrlimit", "prlimit64"):
+        path = os.path.join(instance, "events", group, call, "filter")
+        filters[call] = _read(path).strip() if os.path.exists(path) else None
+    facts(key + ".filters", filters)
+    facts(key + ".truth", run_workload(b"vm-surface", surface=True))
+    time.sleep(1.0)
+    rc = tracer.stop(timeout=180)
+    facts(key + ".stop", {"rc": rc, "stderr": tracer.stderr, "events": tracer.events()})
+
+
 def guest_confidentiality(facts, tmp):
     from workload import HOSTILE_COMMS
     from live_helpers import audit_snapshot, our_rules
@@ -333,6 +353,9 @@ def guest_integrity(facts, tmp):
     _traced_run(facts, "kprobe", tmp, ("--backend", "tracefs", "--probe", "kprobe"),
                 HOSTILE_COMMS, during=during, compat_comms=COMPAT_COMMS)
     facts("after_kprobe", _snapshot())
+    facts.step("kprobe run of the locking surface (mmap, shmctl, setrlimit, prlimit64)")
+    _surface_run(facts, "kprobe_surface", tmp, ("--backend", "tracefs", "--probe", "kprobe"))
+    facts("after_kprobe_surface", _snapshot())
     facts.step("kprobe burst of %d short-lived processes" % BURST)
     _burst(facts, "kprobe_burst", tmp, ("--backend", "tracefs", "--probe", "kprobe"))
     facts.step("start with no flags")
@@ -528,6 +551,17 @@ def _check_burst(facts, key, backend):
             assert event["mlockaudit"]["identity"] == "stream"
 
 
+def _check_surface(facts, key):
+    from test_live_surface import expected, reported
+    assert facts[key + ".filters"] == {
+        "mmap": "flags & 0x2000", "shmctl": "cmd == 11 || cmd == 12",
+        "setrlimit": "resource == 8", "prlimit64": "resource == 8 && new_rlim != 0"}
+    stop = facts[key + ".stop"]
+    assert stop["rc"] == 0, stop["stderr"]
+    truth = facts[key + ".truth"]
+    assert reported(stop["events"], truth["pid"]) == expected(truth), stop["stderr"]
+
+
 def test_lockdown_integrity_kprobes_tracepoints_identity_and_cleanup(vm_ready, tmp_path):
     facts, _ = _boot("integrity", "lockdown=integrity", tmp_path, vm_ready)
     assert facts["kernel"]["release"] != os.uname().release
@@ -553,6 +587,10 @@ def test_lockdown_integrity_kprobes_tracepoints_identity_and_cleanup(vm_ready, t
     _check_traced(facts, "kprobe", "kprobe")
     # nothing of ours left after a stop; the foreign probe group and instance are intact
     assert facts["after_kprobe"] == facts["before"]
+    # the locking surface through kprobes: the filters run in the kernel, exactly the
+    # locking calls arrive with true tid, args and return
+    _check_surface(facts, "kprobe_surface")
+    assert facts["after_kprobe_surface"] == facts["before"]
     # no flags: tracefs (audit is disabled), with the syscall tracepoints
     ready = facts["auto.ready"]["stderr"]
     assert "backend tracefs: audit is disabled" in ready and "probe=tracepoint" in ready, ready
