@@ -426,3 +426,20 @@ def test_foreign_run_directory_and_state_are_refused(tmp_path):
     with pytest.raises(safefiles.UnsafePath):
         StateFile(str(run)).load()
 
+
+
+def test_start_refuses_a_planted_link_before_anything_runs(tmp_path, monkeypatch):
+    """start opens its outputs when the Daemon is built, before the lock, the cleanup and
+    the backend (run()): a refusal leaves nothing in the kernel (the live test checks it)."""
+    import click
+    from mlockaudit.daemon import Daemon
+    monkeypatch.setenv("MLOCKAUDIT_CONFIG", str(tmp_path / "none.toml"))
+    target = victim(tmp_path)
+    link = tmp_path / "events.jsonl"
+    os.symlink(str(target), str(link))
+    start = cli.main.commands["start"]
+    ctx = start.make_context("start", ["-o", "file:%s" % link])
+    with pytest.raises(click.UsageError) as info:
+        Daemon(cli._start_options(ctx, dict(ctx.params)), cli._start_outputs)
+    assert "refusing file:%s: it is a symbolic link" % link in str(info.value)
+    assert untouched(target)
