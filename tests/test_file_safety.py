@@ -353,8 +353,10 @@ def test_spool_refuses_a_planted_segment_link(tmp_path):
     Spool(str(spool_dir), 1 << 20).close()
     target = victim(tmp_path)
     os.symlink(str(target), str(spool_dir / ("%016d.spool" % 1)))
-    with pytest.raises(safefiles.UnsafePath):
+    with pytest.raises(SpoolError) as info:
         Spool(str(spool_dir), 1 << 20)
+    assert "refusing %s: it is a symbolic link" % (spool_dir / ("%016d.spool" % 1)) in str(
+        info.value)
     assert untouched(target)
 
 
@@ -443,3 +445,16 @@ def test_start_refuses_a_planted_link_before_anything_runs(tmp_path, monkeypatch
         Daemon(cli._start_options(ctx, dict(ctx.params)), cli._start_outputs)
     assert "refusing file:%s: it is a symbolic link" % link in str(info.value)
     assert untouched(target)
+
+
+def test_replay_refuses_a_planted_spool_link(tmp_path):
+    """Through the CLI: the spool of a syslog target is refused before anything is sent."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    os.symlink(str(elsewhere), str(spool / "tcp_127.0.0.1_9"))
+    code, err = replay_cli("-o", "syslog+tcp://127.0.0.1:9", "--spool", str(spool))
+    assert code == 2 and "Traceback" not in err
+    assert "refusing %s: it is a symbolic link" % (spool / "tcp_127.0.0.1_9") in err
+    assert os.listdir(str(elsewhere)) == []

@@ -58,7 +58,11 @@ class Spool(object):
         self._head = None         # records of the oldest segment, loaded for reading
         self._head_id = None
         self._head_index = 0      # records of _head already delivered
-        self._scan()
+        try:
+            self._scan()
+        except safefiles.UnsafePath as exc:      # (a planted link among the segments)
+            self._lock.close()
+            raise SpoolError(exc.errno, "spool %s: %s" % (directory, exc))
 
     # -- bookkeeping --------------------------------------------------------------------
 
