@@ -67,9 +67,9 @@ def make_filter(options):
 
 class Daemon(object):
     """One ``start``. ``options``: the start options (see cli.py); ``open_outputs``:
-    (options, reopening=False) -> Outputs (``reopening``: a refused file output is
-    counted as lost rather than raised); ``reload``: a callable returning fresh options on SIGHUP (the
-    config file read again), or None."""
+    (options, reopening=False) -> Outputs (``reopening``: a refused file output is counted
+    as lost rather than raised); ``reload``: a callable returning fresh options on SIGHUP
+    (the config file read again), or None."""
 
     def __init__(self, options, open_outputs, reload=None):
         self.options = options
