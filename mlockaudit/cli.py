@@ -30,6 +30,23 @@ def _open_outputs(targets, format_name, delivery=None):
         raise click.UsageError(str(exc))
 
 
+class FileMode(click.ParamType):
+    """``--file-mode 0640``: an octal string, as chmod takes it (safefiles.parse_mode)."""
+    name = "MODE"
+
+    def convert(self, value, param, ctx):
+        from .safefiles import parse_mode
+        if isinstance(value, int) and not isinstance(value, bool):
+            # (TOML: 0640 is not an integer and 640 would be decimal: only a string is clear)
+            self.fail("give the mode as an octal string, e.g. \"0640\" (not %r)" % value,
+                      param, ctx)
+        try:
+            parse_mode(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value).strip()
+
+
 TARGETS_HELP = ("- (stdout, default), file:PATH, syslog: (/dev/log; syslog:PATH another "
                 "socket), syslog+udp://HOST[:514], syslog+tcp://HOST[:514], "
                 "syslog+tls://HOST[:6514]; repeatable.")
@@ -56,6 +73,10 @@ _DELIVERY_OPTIONS = (
                  help="Syslog severity of successful calls."),
     click.option("--severity-failure", type=click.IntRange(0, 7), default=4, show_default=True,
                  help="Syslog severity of failed calls (and of calls whose exit was not seen)."),
+    click.option("--file-mode", type=FileMode(), default="0600", show_default=True,
+                 help="Mode of a file: output mlockaudit creates (events carry command "
+                      "lines: 0640 to grant a log group read, never more than 0644); an "
+                      "existing file loses the bits outside it."),
     click.option("--stats-interval", type=click.FloatRange(min=0), default=60.0,
                  show_default=True, metavar="SECONDS",
                  help="Send a stats message (MSGID stats) to the syslog targets this often; "
@@ -92,6 +113,7 @@ def _delivery(kwargs):
         "severity_success": kwargs.pop("severity_success"),
         "severity_failure": kwargs.pop("severity_failure"),
         "stats_interval": kwargs.pop("stats_interval"),
+        "file_mode": kwargs.pop("file_mode"),
     }
 
 
@@ -232,8 +254,11 @@ def _start_options(ctx, params, fail=None):
     return options
 
 
-def _start_outputs(options):
-    return _open_outputs(options["outputs"], options["format_name"], _delivery(dict(options)))
+def _start_outputs(options, reopening=False):
+    """``reopening`` (SIGHUP): a refused file: output is reported and counted as lost,
+    not a reason to stop."""
+    return _open_outputs(options["outputs"], options["format_name"],
+                         dict(_delivery(dict(options)), refused_file_is_loss=reopening))
 
 
 @main.command()
@@ -294,9 +319,10 @@ def cleanup():
     """Remove every rule, probe and instance a previous (crashed) run left, and restore the
     audit settings it changed. Never touches what a running mlockaudit or another tool owns."""
     from .cleanup import CleanupError, run_cleanup
+    from .safefiles import UnsafePath
     try:
         done = run_cleanup(log=lambda message: click.echo("mlockaudit: " + message, err=True))
-    except CleanupError as exc:
+    except (CleanupError, UnsafePath) as exc:   # (UnsafePath: a planted run directory)
         click.echo("mlockaudit: %s" % exc, err=True)
         sys.exit(1)
     for line in done:

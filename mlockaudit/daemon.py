@@ -68,8 +68,9 @@ def make_filter(options):
 
 class Daemon(object):
     """One ``start``. ``options``: the start options (see cli.py); ``open_outputs``:
-    options -> Outputs; ``reload``: a callable returning fresh options on SIGHUP (the
-    config file read again), or None."""
+    (options, reopening=False) -> Outputs (``reopening``: a refused file output is counted
+    as lost rather than raised); ``reload``: a callable returning fresh options on SIGHUP
+    (the config file read again), or None."""
 
     def __init__(self, options, open_outputs, reload=None):
         self.options = options
@@ -101,15 +102,19 @@ class Daemon(object):
 
     def _reload(self):
         """SIGHUP: reopen the output files (logrotate); reread the configuration and apply
-        what can change while running (outputs, format, filters)."""
-        self.outputs.reopen()
+        what can change while running (outputs, format, filters). The outputs are opened
+        again either way (reopened, or rebuilt from the new configuration); a file output
+        that is refused now (its path replaced by a link, ...) is said here and counts
+        its events as lost until a later SIGHUP opens it: the run goes on."""
         if self.reload is None:
+            self._reopen_outputs()
             return
         try:
             options = self.reload()
             event_filter = make_filter(options)
         except Exception as exc:                  # a bad new config: keep the running one
             _say("reload failed, the running configuration stays: %s" % exc)
+            self._reopen_outputs()
             return
         restart = [key for key in BACKEND_OPTIONS if options.get(key) != self.options.get(key)]
         if restart:
@@ -119,15 +124,21 @@ class Daemon(object):
         # the old outputs go first: a spool directory is locked by its owner
         self._retire_outputs()
         try:
-            outputs = self.open_outputs(options)
+            outputs = self.open_outputs(options, reopening=True)
         except Exception as exc:
             _say("reload: the new outputs cannot be opened (%s); back to the running ones" % exc)
             options, event_filter = self.options, self.filter
-            outputs = self.open_outputs(options)
+            outputs = self.open_outputs(options, reopening=True)
+        for problem in outputs.refused:
+            _say("reopen: " + problem)
         self.outputs, self.filter, self.options = outputs, event_filter, options
         self.source.set_emit(self._emit_for(outputs, event_filter))
         self._start_heartbeat()
         _say("reload: configuration applied")
+
+    def _reopen_outputs(self):
+        for problem in self.outputs.reopen():
+            _say("reopen: " + problem)
 
     def _retire_outputs(self):
         """Flush and close the current outputs, keeping their delivery counters."""

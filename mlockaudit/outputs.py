@@ -5,9 +5,10 @@ import threading
 
 from .formats import get_formatter, get_stats_formatter
 from .formats.common import DEFAULT_SEVERITIES
+from .safefiles import UnsafePath
 from .transports.base import TransportError
 from .transports.options import OutputOptions
-from .transports.stream import StreamTransport
+from .transports.stream import OutputOpenError, StreamTransport
 from .transports.syslog import SyslogTransport
 
 #: A target or delivery option that cannot be used (the CLI's usage error).
@@ -16,7 +17,10 @@ OutputError = TransportError
 
 def open_transport(target, options=None, formatter=None):
     """``-`` -> stdout; ``file:PATH`` -> append to PATH; ``syslog:[PATH]``,
-    ``syslog+udp|tcp|tls://HOST[:PORT]`` -> a syslog transport."""
+    ``syslog+udp|tcp|tls://HOST[:PORT]`` -> a syslog transport. A ``file:`` target that
+    is refused (safefiles: a link, not a regular file, another uid's) or cannot be opened
+    is a TransportError, unless ``options.refused_file_is_loss`` (start's SIGHUP)."""
+    options = options or OutputOptions()
     if target == "-":
         return StreamTransport()
     if target.startswith("file:"):
@@ -24,11 +28,14 @@ def open_transport(target, options=None, formatter=None):
         if not path:
             raise TransportError("file: target needs a path, e.g. file:/var/log/mlockaudit.jsonl")
         try:
-            return StreamTransport(path)
+            return StreamTransport(path, mode=options.file_mode,
+                                   refusal_is_loss=options.refused_file_is_loss)
+        except UnsafePath as exc:
+            raise TransportError("refusing file:%s: %s" % (path, exc.strerror))
         except OSError as exc:
             raise TransportError("cannot open %s: %s" % (path, exc.strerror))
     if target == "syslog" or target.startswith("syslog:") or target.startswith("syslog+"):
-        return SyslogTransport(target, options or OutputOptions(), formatter=formatter)
+        return SyslogTransport(target, options, formatter=formatter)
     raise TransportError("unknown output target %r (use -, file:PATH, syslog:[PATH], "
                          "syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, "
                          "syslog+tls://HOST:PORT)" % target)
@@ -53,6 +60,9 @@ class Outputs(object):
         except Exception:
             self.close()
             raise
+        #: outputs opened with refused_file_is_loss that were refused: what to report
+        self.refused = [str(transport.open_error) for transport in self.transports
+                        if getattr(transport, "open_error", None) is not None]
         if len(self.transports) == 1:          # the usual case: one call less per event
             send, format_event = self.transports[0].send, self.format
             self.emit = lambda event: send(format_event(event), event)
@@ -67,8 +77,15 @@ class Outputs(object):
             transport.flush()
 
     def reopen(self):
+        """Reopen every transport (SIGHUP). Returns what could not be reopened (one
+        message each): those outputs count their messages as lost, the others go on."""
+        problems = []
         for transport in self.transports:
-            transport.reopen()
+            try:
+                transport.reopen()
+            except OutputOpenError as exc:
+                problems.append(str(exc))
+        return problems
 
     # -- delivery accounting ------------------------------------------------------------
 
@@ -89,11 +106,15 @@ class Outputs(object):
         return total
 
     def summary(self):
-        """One line for stderr about the syslog targets, or None when there are none."""
+        """One line for stderr about the syslog targets (and file outputs that lost
+        messages), or None when there are none."""
         per = self.stats()["transports"]
         parts = []
         for name, stats in per.items():
             if "spooled" not in stats:
+                if stats.get("dropped"):           # a file output that was refused
+                    parts.append("%s: sent=%d lost=%d (%s)" % (
+                        name, stats["sent"], stats["dropped"], stats.get("last_error")))
                 continue
             text = "%s: sent=%d lost=%d spooled=%d in_spool=%d reconnects=%d" % (
                 name, stats["sent"], stats["dropped"], stats["spooled"], stats["spool_depth"],

@@ -9,6 +9,10 @@ when the kernel forgets the rules too):
   drops the lock when the process dies, however it dies.
 * ``state.json``: owner pid + start time, and per backend what was installed or changed.
   Rewritten atomically (write, fsync, rename) before every change it describes.
+
+The directory is private (0700, ours, not a link; systemd's RuntimeDirectory= is tightened)
+and its files 0600, opened without following links (safefiles): a forged state file would
+tell ``cleanup`` what to "undo" in the kernel.
 """
 
 import errno
@@ -16,7 +20,7 @@ import fcntl
 import json
 import os
 
-from . import procfs
+from . import procfs, safefiles
 
 
 def run_dir():
@@ -36,8 +40,8 @@ class InstanceLock(object):
         self._fd = None
 
     def acquire(self):
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        safefiles.private_dir(self.directory)
+        fd, _created = safefiles.open_file(self.path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -61,7 +65,7 @@ class InstanceLock(object):
     def held_by_other(self):
         """True when a live process holds the lock (checked without keeping it)."""
         try:
-            fd = os.open(self.path, os.O_RDWR)
+            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return False
         try:
@@ -81,17 +85,22 @@ class StateFile(object):
         self.path = os.path.join(self.directory, "state.json")
 
     def load(self):
+        """The state, or None when there is none or it is unreadable; a refused file (a
+        link, another uid's) raises safefiles.UnsafePath: never trusted, never ignored."""
         try:
-            with open(self.path) as handle:
-                data = json.load(handle)
+            data = json.loads(safefiles.read_file(self.path).decode("utf-8"))
             return data if isinstance(data, dict) else None
+        except safefiles.UnsafePath:
+            raise
         except (OSError, ValueError):
             return None
 
     def save(self, data):
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        safefiles.private_dir(self.directory)
         tmp = self.path + ".tmp"
-        with open(tmp, "w") as handle:
+        fd, _created = safefiles.open_file(tmp, os.O_WRONLY)
+        os.ftruncate(fd, 0)
+        with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=1, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())

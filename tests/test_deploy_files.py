@@ -25,6 +25,8 @@ def test_systemd_unit_verifies(tmp_path):
     assert result.returncode == 0, result.stdout
     assert "Type=notify" in unit and "Restart=on-failure" in unit
     assert "CAP_AUDIT_CONTROL" in unit and "NoNewPrivileges=yes" in unit
+    # events carry command lines: files and the run directory are private (issue #17)
+    assert "\nUMask=0077\n" in unit and "\nRuntimeDirectoryMode=0700\n" in unit
 
 
 @pytest.mark.skipif(shutil.which("logrotate") is None, reason="no logrotate")
@@ -34,6 +36,10 @@ def test_logrotate_snippet_parses(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True)
     assert result.returncode == 0 and "error" not in result.stdout.lower(), result.stdout
+    # a rotated file is as private as the first one (issue #17)
+    creates = [line.split() for line in open(os.path.join(RULES, "mlockaudit.logrotate"))
+               if line.strip().startswith("create")]
+    assert creates == [["create", "0600", "root", "root"]]
 
 
 def test_plugin_conf_passes_at_most_two_args():

@@ -2,6 +2,7 @@
 private enterprise number of the structured data, the UDP size limit."""
 
 from ..formats.common import severities as make_severities
+from ..safefiles import FILE_MODE, parse_mode
 from .base import TransportError
 
 APP_NAME = "mlockaudit"
@@ -28,8 +29,16 @@ class OutputOptions(object):
                  severity_success=None, severity_failure=None, stats_interval=60.0,
                  queue_size=50000, flush_timeout=5.0, connect_timeout=5.0,
                  reconnect_min=0.2, reconnect_max=30.0, udp_max=None, hostname=None,
-                 block_when_full=False):
+                 block_when_full=False, file_mode=None, refused_file_is_loss=False):
         self.spool_dir = spool_dir
+        # file: outputs: the mode of a new file (0600: events carry command lines)
+        try:
+            self.file_mode = FILE_MODE if file_mode is None else parse_mode(file_mode)
+        except ValueError as exc:
+            raise TransportError("--file-mode: %s" % exc)
+        # start's SIGHUP: a refused file: output is reported and counted as lost instead
+        # of failing the reload (and the run)
+        self.refused_file_is_loss = refused_file_is_loss
         if spool_max_mb is None or spool_max_mb <= 0:
             raise TransportError("--spool-max-mb must be > 0")
         self.spool_max_mb = spool_max_mb

@@ -11,11 +11,16 @@ the RFC 5424 ``meta sequenceId`` lets a receiver see that.
 The size cap counts segment bytes. When a new record would exceed it, whole oldest
 segments are deleted and their records counted as ``dropped`` (the loss the daemon
 reports). A lock file (``flock``) keeps two processes from sharing one spool.
+
+The spooled messages are events (command lines): the directory is private (0700, ours, not
+a link) and every file in it 0600, opened without following links (safefiles).
 """
 
 import fcntl
 import os
 import struct
+
+from .. import safefiles
 
 _LEN = struct.Struct(">I")
 SUFFIX = ".spool"
@@ -33,8 +38,12 @@ class Spool(object):
         self.dropped = 0          # records deleted to respect the cap, or unreadable
         self.written = 0          # records ever appended
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            self._lock = open(os.path.join(directory, ".lock"), "a")
+            safefiles.private_dir(directory)
+            fd, _created = safefiles.open_file(os.path.join(directory, ".lock"),
+                                               os.O_WRONLY | os.O_APPEND)
+            self._lock = os.fdopen(fd, "ab")
+        except safefiles.UnsafePath as exc:
+            raise SpoolError(exc.errno, "spool %s: %s" % (directory, exc))
         except OSError as exc:
             raise SpoolError(exc.errno, "spool %s: %s" % (directory, exc.strerror))
         try:
@@ -49,7 +58,11 @@ class Spool(object):
         self._head = None         # records of the oldest segment, loaded for reading
         self._head_id = None
         self._head_index = 0      # records of _head already delivered
-        self._scan()
+        try:
+            self._scan()
+        except safefiles.UnsafePath as exc:      # (a planted link among the segments)
+            self._lock.close()
+            raise SpoolError(exc.errno, "spool %s: %s" % (directory, exc))
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -72,8 +85,7 @@ class Spool(object):
     def _read_segment(self, segment, count_only=False):
         """(records or their count, bytes, unreadable records) of one segment file; a
         record cut short by a crash is unreadable."""
-        with open(self._path(segment), "rb") as handle:
-            data = handle.read()
+        data = safefiles.read_file(self._path(segment))
         records = []
         count = 0
         offset = 0
@@ -127,7 +139,8 @@ class Spool(object):
     def _rotate(self):
         self._close_writer()
         segment = (self._order[-1] + 1) if self._order else 1
-        self._writer = open(self._path(segment), "ab")
+        fd, _created = safefiles.open_file(self._path(segment), os.O_WRONLY | os.O_APPEND)
+        self._writer = os.fdopen(fd, "ab")
         self._writer_id = segment
         self._segments[segment] = [0, 0]
         self._order.append(segment)
@@ -204,7 +217,9 @@ class Spool(object):
             rest = self._head[self._head_index:]
             path = self._path(self._head_id)
             tmp = path + ".tmp"
-            with open(tmp, "wb") as handle:
+            fd, _created = safefiles.open_file(tmp, os.O_WRONLY)
+            os.ftruncate(fd, 0)
+            with os.fdopen(fd, "wb") as handle:
                 for record in rest:
                     handle.write(_LEN.pack(len(record)))
                     handle.write(record)
