@@ -106,30 +106,30 @@ def tracee_type(c_type):
         raise ValueError("no Tracee type for the C type %r" % (c_type,))
 
 
-def _unsigned64(value):
-    return value & 0xFFFFFFFFFFFFFFFF
-
-
 def _unsigned32(value):
     return value & 0xFFFFFFFF
 
 
 #: Tracee type -> the register value as that type: the JSON number Tracee prints (and its
-#: decoder accepts: in range for the type, pointers included, decimal).
+#: decoder accepts: in range for the type, pointers included, decimal). A 64-bit unsigned
+#: type takes the raw value as it is (the model's args are unsigned 64-bit registers).
 VALUE_OF = {
-    "trace.Pointer": _unsigned64, "uint64": _unsigned64, "uint32": _unsigned32,
+    "trace.Pointer": None, "uint64": None, "uint32": _unsigned32,
     "int32": to_c_int, "int64": to_signed64,
 }
 
 
 def _arg_shape(name):
-    """(``args`` template with its values as ``%d``, the converters of the raw values,
-    positions of the pointers, their ``mlockaudit`` hex members as a template)."""
+    """(``args`` template with its values as ``%d``, the number of args, (position,
+    converter) of the values that are not the raw register as is, positions of the
+    pointers, their ``mlockaudit`` hex members as a template)."""
     specs = [(arg, tracee_type(c_type)) for arg, c_type in syscalls.ARG_SPECS[name]]
     template = ",".join('{"name":"%s","type":"%s","value":%%d}' % spec for spec in specs)
+    fixes = tuple((at, VALUE_OF[kind]) for at, (_, kind) in enumerate(specs)
+                  if VALUE_OF[kind] is not None)
     pointers = tuple(at for at, (_, kind) in enumerate(specs) if kind == "trace.Pointer")
     hex_template = "".join(',"%s":"0x%%x"' % specs[at][0] for at in pointers)
-    return template, tuple(VALUE_OF[kind] for _, kind in specs), pointers, hex_template
+    return template, len(specs), fixes, pointers, hex_template
 
 
 _ARG_SHAPES = {name: _arg_shape(name) for name in syscalls.ARG_SPECS}
@@ -269,14 +269,23 @@ def format_event(event):
     if parts is None:
         parts = _line_parts(process, (name, event.arch, event.backend, event.probe,
                                       event.syscall_nr))
-    template, converters, pointers, hex_template = _ARG_SHAPES[name]
+    template, nargs, fixes, pointers, hex_template = _ARG_SHAPES[name]
     args = event.args
-    if None in args or len(args) != len(converters):
+    if None in args or len(args) != nargs:
         args_json, hex_json, values = _render_args_with_nulls(name, args)
     else:
-        values = [convert(value) for convert, value in zip(converters, args)]
-        args_json = template % tuple(values)
-        hex_json = hex_template % tuple([values[at] for at in pointers]) if pointers else ""
+        if fixes:
+            values = list(args)
+            for at, convert in fixes:
+                values[at] = convert(values[at])
+            args_json = template % tuple(values)
+        else:
+            values = args
+            args_json = template % args
+        if len(pointers) == 1:
+            hex_json = hex_template % values[pointers[0]]
+        else:
+            hex_json = hex_template % tuple([values[at] for at in pointers])
     position = FLAGS_POSITION.get(name)
     flags = values[position] if position is not None and position < len(values) else None
     flag_key = (name, flags)
@@ -331,7 +340,8 @@ def _render_args_with_nulls(name, args):
     parts, hexes, values = [], [], []
     for (arg, c_type), value in zip(syscalls.ARG_SPECS[name], args):
         kind = tracee_type(c_type)
-        value = None if value is None else VALUE_OF[kind](value)
+        if value is not None and VALUE_OF[kind] is not None:
+            value = VALUE_OF[kind](value)
         values.append(value)
         parts.append('{"name":"%s","type":"%s","value":%s}' % (arg, kind, _num(value)))
         if kind == "trace.Pointer":
