@@ -281,3 +281,14 @@ def test_the_rules_refuse_what_tracee_would_not_take(change, problem):
 def test_the_rules_refuse_a_duplicate_key():
     line = format_event(tracefs_event(host_process()))
     assert "duplicate key" in violations(line[:-1] + ',"eventName":"x"}')[0]
+
+
+def test_the_thread_id_memo_is_bounded():
+    """A storm of short-lived threads (each its own tid and start) never grows it past
+    its bound, and every line still carries the right id."""
+    from mlockaudit.formats import tracee
+    process = host_process()
+    for tid in range(1, 5001):
+        event = tracefs_event(process, tid=tid, thread_start=10 ** 18 + tid)
+        assert parse(format_event(event))["threadEntityId"] == hash_task_id(tid, 10 ** 18 + tid)
+        assert len(tracee._THREAD_IDS) <= 4096
