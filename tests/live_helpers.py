@@ -98,7 +98,7 @@ def event_calls(events, pids, with_tid=True):
         for arg in event["args"]:
             value = arg["value"]
             args.append(int(value, 16) if isinstance(value, str) else
-                        value & 0xFFFFFFFF if arg["type"] == "int" else value)
+                        value & 0xFFFFFFFF if arg["type"] in ("int", "int32") else value)
         calls.append((event["hostProcessId"], event["hostThreadId"] if with_tid else None, comm,
                       event["eventName"], tuple(args), event["returnValue"]))
     return sorted(calls, key=repr)

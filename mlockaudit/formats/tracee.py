@@ -1,5 +1,12 @@
-"""Format ``tracee``: one JSON object per event, with Tracee's field names, plus one extra
-key ``mlockaudit`` for what Tracee does not have.
+"""Format ``tracee``: one JSON object per event, as Tracee v0.24.1 prints its events
+(``json.Marshal`` of ``types/trace``'s ``trace.Event``): the same keys in the same order,
+Tracee's argument type names (``trace.Pointer``, ``uint64``, ``int32``...) and JSON numbers
+for every argument, pointers included, so that Tracee's own decoder
+(``trace.Argument.UnmarshalJSON``, what its rule engine reads JSON events with) and its
+consumers take them unchanged. What a backend does not know is null (Go's decoder takes
+null for any field), never a made-up value. Everything Tracee does not have (the pointers
+in hex, decoded flags, errno, audit ids...) sits under one extra key, ``mlockaudit``,
+which Tracee's decoder ignores.
 
 Written with templates instead of ``json.dumps`` of a nested dict, because this runs once
 per call during an audit storm: the process part is rendered once per Process and cached
@@ -17,7 +24,8 @@ from json.encoder import encode_basestring_ascii as _quote
 from .. import syscalls
 from ..compat import isascii
 from .common import process_part
-from ..event import to_c_int
+from ..event import FLAGS_POSITION, to_c_int, to_signed64
+from .entity_ids import entity_id
 
 NAME = "tracee"
 
@@ -75,35 +83,56 @@ def _num(value):
     return "null" if value is None else "%d" % value
 
 
-def render_process(process):
-    """The process's share of an event: (processId, parent+host ids, the rest, ext)."""
-    comm, comm_hex = json_string(process.comm)
-    exe, exe_hex = json_string(process.exe)
-    ext = json_members(process.extra)
-    if comm_hex is not None:
-        ext += ',"processNameHex":"%s"' % comm_hex
-    if exe_hex is not None:
-        ext += ',"executablePathHex":"%s"' % exe_hex
-    rendered = (
-        _num(process.ns_pid),
-        '"parentProcessId":%s,"hostProcessId":%s' % (_num(process.ns_ppid), _num(process.pid)),
-        '"hostParentProcessId":%s,"userId":%s,"processName":%s,"executable":{"path":%s},'
-        '"hostName":%s,"containerId":%s' % (
-            _num(process.ppid), _num(process.uid), comm, exe, json_string(process.hostname)[0],
-            json_string(process.container_id)[0]),
-        ext,
-    )
-    return rendered
+#: Tracee v0.24.1's type names for the C types of ``syscalls.ARG_SPECS``: its decoder
+#: (``trace.Argument.UnmarshalJSON``) reads a number only under one of these (or a C type
+#: ending in ``*``) and rejects ``size_t`` and ``int``.
+_TRACEE_TYPES = {
+    "size_t": "uint64", "unsigned long": "uint64",
+    "int": "int32", "pid_t": "int32",
+    "off_t": "int64", "long": "int64",
+    "unsigned int": "uint32",
+}
 
 
-def _args_template(name):
-    """The ``args`` array of one call with its values left as ``%`` fields."""
-    return ",".join('{"name":"%s","type":"%s","value":%s}' % (
-        arg, c_type, '"0x%x"' if c_type == "const void*" else "%d")
-        for arg, c_type in syscalls.ARG_SPECS[name])
+def tracee_type(c_type):
+    """Tracee's type of an argument of C type ``c_type`` (as pkg/events/core.go gives
+    them): any pointer is ``trace.Pointer``, an integer the Go type of its width and sign.
+    ValueError for a C type with no Tracee counterpart here."""
+    if c_type.endswith("*"):
+        return "trace.Pointer"
+    try:
+        return _TRACEE_TYPES[c_type]
+    except KeyError:
+        raise ValueError("no Tracee type for the C type %r" % (c_type,))
 
 
-_ARGS_TEMPLATES = {name: _args_template(name) for name in syscalls.FAMILY}
+def _unsigned32(value):
+    return value & 0xFFFFFFFF
+
+
+#: Tracee type -> the register value as that type: the JSON number Tracee prints (and its
+#: decoder accepts: in range for the type, pointers included, decimal). A 64-bit unsigned
+#: type takes the raw value as it is (the model's args are unsigned 64-bit registers).
+VALUE_OF = {
+    "trace.Pointer": None, "uint64": None, "uint32": _unsigned32,
+    "int32": to_c_int, "int64": to_signed64,
+}
+
+
+def _arg_shape(name):
+    """(``args`` template with its values as ``%d``, the number of args, (position,
+    converter) of the values that are not the raw register as is, positions of the
+    pointers, their ``mlockaudit`` hex members as a template)."""
+    specs = [(arg, tracee_type(c_type)) for arg, c_type in syscalls.ARG_SPECS[name]]
+    template = ",".join('{"name":"%s","type":"%s","value":%%d}' % spec for spec in specs)
+    fixes = tuple((at, VALUE_OF[kind]) for at, (_, kind) in enumerate(specs)
+                  if VALUE_OF[kind] is not None)
+    pointers = tuple(at for at, (_, kind) in enumerate(specs) if kind == "trace.Pointer")
+    hex_template = "".join(',"%s":"0x%%x"' % specs[at][0] for at in pointers)
+    return template, len(specs), fixes, pointers, hex_template
+
+
+_ARG_SHAPES = {name: _arg_shape(name) for name in syscalls.ARG_SPECS}
 # Memos of rendered fragments. Each is keyed by values the input chooses (flags, return
 # values, a capture header's arch) and bounded: a miss only costs rendering the fragment,
 # while 1M distinct exit values once grew an unbounded memo to 100 MB.
@@ -111,14 +140,56 @@ _CALLS = {}        # (name, arch, backend, probe, syscall_nr) -> fragments; < 25
 _FLAG_NAMES = {}   # (name, flags) -> JSON of the decoded flags; < 256
 _ERRNO_NAMES = {}  # ret -> JSON of the errno name; < 512 (errno values are < 4096)
 _CONSTANTS = {}    # (key, str value) -> ',"key":"value"' for repeated event extras; < 1024
+_THREAD_IDS = {}   # (tid, thread start) -> threadEntityId; < 4096, emptied when full
+                   # (threads come and go; one that calls again is hashed again)
+
+
+def render_process(process):
+    """The process's share of an event, in the order of Tracee's keys: (processId and
+    cgroupId, parent and host ids, the keys from hostParentProcessId to kubernetes, the
+    process and parent entity ids, contextFlags.containerStarted, mlockaudit members)."""
+    comm, comm_hex = json_string(process.comm)
+    exe, exe_hex = json_string(process.exe)
+    ext = json_members(process.extra)
+    if comm_hex is not None:
+        ext += ',"processNameHex":"%s"' % comm_hex
+    if exe_hex is not None:
+        ext += ',"executablePathHex":"%s"' % exe_hex
+    container_id = process.container_id
+    # "" is known: not in a container, so in no pod and no container has started
+    if container_id == "":
+        container, kubernetes, started = "{}", "{}", "false"
+    elif container_id is None:
+        container, kubernetes, started = "null", "null", "null"
+    else:
+        container, kubernetes, started = '{"id":%s}' % json_string(container_id)[0], \
+            "null", "null"
+    rendered = (
+        '"processId":%s,"cgroupId":%s' % (_num(process.ns_pid), _num(process.cgroup_id)),
+        '"parentProcessId":%s,"hostProcessId":%s' % (_num(process.ns_ppid), _num(process.pid)),
+        '"hostParentProcessId":%s,"userId":%s,"mountNamespace":%s,"pidNamespace":%s,'
+        '"processName":%s,"executable":{"path":%s},"hostName":%s,"containerId":%s,'
+        '"container":%s,"kubernetes":%s' % (
+            _num(process.ppid), _num(process.uid), _num(process.mnt_ns), _num(process.pid_ns),
+            comm, exe, json_string(process.hostname)[0], json_string(container_id)[0],
+            container, kubernetes),
+        '"processEntityId":%s,"parentEntityId":%s' % (
+            _num(entity_id(process.pid, process.start_time)),
+            _num(entity_id(process.ppid, process.parent_start_time))),
+        started,
+        ext,
+    )
+    return rendered
 
 
 def _call_fragments(key):
     name, arch, backend, probe, syscall_nr = key
     native = syscalls.native_number(name, arch)
     fragments = (
-        '"eventId":%s,"eventName":"%s","syscall":"%s"' % (
-            '"%d"' % native if native is not None else "null", name, name),
+        '"eventId":%s,"eventName":"%s","matchedPolicies":null' % (
+            '"%d"' % native if native is not None else "null", name),
+        '"syscall":"%s","stackAddresses":null' % name,
+        "null" if arch is None else "true" if arch in COMPAT_ARCHES else "false",
         '"mlockaudit":{"backend":"%s",%s"arch":%s,"syscallNumber":%s' % (
             backend, '"probe":"%s",' % probe if probe else "", json_value(arch),
             _num(syscall_nr)),
@@ -126,6 +197,10 @@ def _call_fragments(key):
     if len(_CALLS) < 256:
         _CALLS[key] = fragments
     return fragments
+
+
+#: Callers whose calls Tracee marks ``contextFlags.isCompat``: 32-bit tasks.
+COMPAT_ARCHES = frozenset(syscalls.COMPAT_ARCH.values())
 
 
 def _event_extra(extra):
@@ -155,31 +230,37 @@ def _event_extra(extra):
 
 def _line_parts(process, call_key):
     """The whole line for one process and one kind of call, cut where the values that
-    change from call to call go (timestamp, processorId, threadId, hostThreadId,
-    returnValue, args, flags, errno, event extras): 9 static strings, cached on the
-    Process. Joining them with the values is about twice as fast as ``%`` on the whole
-    line, and no string the process chose ever becomes part of a format string."""
+    change from call to call go (timestamp, threadStartTime, processorId, threadId,
+    hostThreadId, returnValue, threadEntityId, args, the pointers' hex, flags, errno,
+    event extras): 12 static strings, cached on the Process. Joining them with the values
+    is about twice as fast as ``%`` on the whole line, and no string the process chose
+    ever becomes part of a format string."""
     rendered = process_part(process, NAME, render_process)
     call = _CALLS.get(call_key)
     if call is None:
         call = _call_fragments(call_key)
     parts = (
         '{"timestamp":',
+        ',"threadStartTime":',
         ',"processorId":',
-        ',"processId":%s,"threadId":' % rendered[0],
+        ',%s,"threadId":' % rendered[0],
         ',%s,"hostThreadId":' % rendered[1],
-        ',%s,%s,"returnValue":' % (rendered[2], call[0]),
-        ',"argsNum":%d,"args":[' % len(syscalls.ARG_SPECS[call_key[0]]),
-        '],%s,"flags":' % call[1],
+        ',%s,%s,"argsNum":%d,"returnValue":' % (
+            rendered[2], call[0], len(syscalls.ARG_SPECS[call_key[0]])),
+        ',%s,"contextFlags":{"containerStarted":%s,"isCompat":%s},"threadEntityId":' % (
+            call[1], rendered[4], call[2]),
+        ',%s,"args":[' % rendered[3],
+        "]," + call[3],
+        ',"flags":',
         ',"errno":',
-        rendered[3] + "}}",
+        rendered[5] + "}}",
     )
     process.rendered[call_key[:2]] = parts
     return parts
 
 
 def format_event(event):
-    """Event -> one line of Tracee-compatible JSON (no trailing newline)."""
+    """Event -> one line of Tracee v0.24.1 JSON (no trailing newline)."""
     process = event.process
     name = event.name
     # Per Process, (name, arch) decides the rest of the call's fragment: a Process belongs
@@ -188,23 +269,26 @@ def format_event(event):
     if parts is None:
         parts = _line_parts(process, (name, event.arch, event.backend, event.probe,
                                       event.syscall_nr))
+    template, nargs, fixes, pointers, hex_template = _ARG_SHAPES[name]
     args = event.args
     surface = name in syscalls.LOCKING
-    if surface:
-        args_json = _render_args(event)
-        flags = None
-    elif None in args:
-        args_json = _render_args_with_nulls(name, args)
-        flags = None
-    elif name == "mlock2":
-        flags = to_c_int(args[2])
-        args_json = _ARGS_TEMPLATES[name] % (args[0], args[1], flags)
-    elif name == "mlockall":
-        flags = to_c_int(args[0])
-        args_json = _ARGS_TEMPLATES[name] % flags
+    if None in args or len(args) != nargs:
+        args_json, hex_json, values = _render_args_with_nulls(name, args)
     else:
-        flags = None
-        args_json = _ARGS_TEMPLATES[name] % args
+        if fixes:
+            values = list(args)
+            for at, convert in fixes:
+                values[at] = convert(values[at])
+            args_json = template % tuple(values)
+        else:
+            values = args
+            args_json = template % args
+        if len(pointers) == 1:
+            hex_json = hex_template % values[pointers[0]]
+        else:
+            hex_json = hex_template % tuple([values[at] for at in pointers])
+    position = FLAGS_POSITION.get(name)
+    flags = values[position] if position is not None and position < len(values) else None
     flag_key = (name, flags)
     flags_json = _FLAG_NAMES.get(flag_key)
     if surface:
@@ -228,40 +312,45 @@ def format_event(event):
                 if len(_ERRNO_NAMES) < 512:
                     _ERRNO_NAMES[ret] = errno_json
     timestamp, cpu, tid, ns_tid = event.timestamp, event.cpu, event.tid, event.ns_tid
+    thread_start = event.thread_start
+    if thread_start is None or tid is None:
+        thread_json = "null"
+    else:
+        thread_json = _THREAD_IDS.get((tid, thread_start))
+        if thread_json is None:
+            thread_json = _num(entity_id(tid, thread_start))
+            if len(_THREAD_IDS) >= 4096:
+                _THREAD_IDS.clear()
+            _THREAD_IDS[(tid, thread_start)] = thread_json
     return "".join((
         parts[0], "null" if timestamp is None else str(timestamp),
-        parts[1], "null" if cpu is None else str(cpu),
-        parts[2], "null" if ns_tid is None else str(ns_tid),
-        parts[3], "null" if tid is None else str(tid),
-        parts[4], ret_json,
-        parts[5], args_json,
-        parts[6], flags_json,
-        parts[7], errno_json,
+        parts[1], "null" if thread_start is None else str(thread_start),
+        parts[2], "null" if cpu is None else str(cpu),
+        parts[3], "null" if ns_tid is None else str(ns_tid),
+        parts[4], "null" if tid is None else str(tid),
+        parts[5], ret_json,
+        parts[6], thread_json,
+        parts[7], args_json,
+        parts[8], hex_json,
+        parts[9], flags_json,
+        parts[10], errno_json,
         _event_extra(event.extra) if event.extra else "",
-        parts[8]))
-
-
-def _render_args(event):
-    """The args of a surface call beyond the family, each shaped by its C type
-    (Event.arg_values: pointers as "0x..", ints signed), null where unknown."""
-    return ",".join('{"name":"%s","type":"%s","value":%s}' % (arg, c_type, json_value(value))
-                    for arg, c_type, value in event.arg_values())
+        parts[11]))
 
 
 def _render_args_with_nulls(name, args):
-    """Slow path for calls whose entry was never seen (unknown arguments)."""
-    parts = []
+    """Slow path for calls whose entry was never seen (unknown arguments): (args JSON,
+    the pointers' hex members, the values as Tracee types, None where unknown)."""
+    parts, hexes, values = [], [], []
     for (arg, c_type), value in zip(syscalls.ARG_SPECS[name], args):
-        if value is None:
-            shown = "null"
-        elif c_type == "const void*":
-            shown = '"0x%x"' % value
-        elif c_type == "int":
-            shown = "%d" % to_c_int(value)
-        else:
-            shown = "%d" % value
-        parts.append('{"name":"%s","type":"%s","value":%s}' % (arg, c_type, shown))
-    return ",".join(parts)
+        kind = tracee_type(c_type)
+        if value is not None and VALUE_OF[kind] is not None:
+            value = VALUE_OF[kind](value)
+        values.append(value)
+        parts.append('{"name":"%s","type":"%s","value":%s}' % (arg, kind, _num(value)))
+        if kind == "trace.Pointer":
+            hexes.append(',"%s":%s' % (arg, "null" if value is None else '"0x%x"' % value))
+    return ",".join(parts), "".join(hexes), values
 
 
 def format_stats(stats, severity=6):

@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import CAPTURES
+from tracee_rules import KEYS
 from mlockaudit.compat import isascii
 from mlockaudit import syscalls
 from mlockaudit.event import Event, Process
+from mlockaudit.formats.entity_ids import entity_id
 from mlockaudit.formats.tracee import format_event
 from mlockaudit.replay import replay
 
@@ -30,6 +32,9 @@ def raw_hex(text):
         return raw.hex()
 
 
+TRACEE_TYPES = {"const void*": "trace.Pointer", "size_t": "uint64", "int": "int32"}
+
+
 def reference(event):
     """Tracee JSON of an event, written the obvious way."""
     process = event.process
@@ -37,9 +42,18 @@ def reference(event):
     ext = {"backend": event.backend}
     if event.probe:
         ext["probe"] = event.probe
-    ext.update({"arch": event.arch, "syscallNumber": event.syscall_nr,
-           "flags": syscalls.decode_flags(event.name, event.flags),
-           "errno": syscalls.errno_name(event.ret)})
+    ext.update({"arch": event.arch, "syscallNumber": event.syscall_nr})
+    args = []
+    for (name, c_type), value in zip(syscalls.ARG_SPECS[event.name], event.args):
+        kind = TRACEE_TYPES[c_type]
+        if value is not None and kind == "int32":
+            value = value & 0xFFFFFFFF
+            value = value - 2 ** 32 if value >= 2 ** 31 else value
+        args.append({"name": name, "type": kind, "value": value})
+        if kind == "trace.Pointer":
+            ext[name] = None if value is None else hex(value)
+    ext.update({"flags": syscalls.decode_flags(event.name, event.flags),
+                "errno": syscalls.errno_name(event.ret)})
     for extra in (event.extra, process.extra):
         for key, value in extra.items():
             ext[key] = shown(value) if isinstance(value, str) else value
@@ -49,16 +63,29 @@ def reference(event):
         ext["processNameHex"] = raw_hex(process.comm)
     if raw_hex(process.exe):
         ext["executablePathHex"] = raw_hex(process.exe)
+    container_id = process.container_id
+    known_host = container_id == ""
     return {
-        "timestamp": event.timestamp, "processorId": event.cpu, "processId": process.ns_pid,
+        "timestamp": event.timestamp, "threadStartTime": event.thread_start,
+        "processorId": event.cpu, "processId": process.ns_pid, "cgroupId": process.cgroup_id,
         "threadId": event.ns_tid, "parentProcessId": process.ns_ppid,
         "hostProcessId": process.pid, "hostThreadId": event.tid,
         "hostParentProcessId": process.ppid, "userId": process.uid,
+        "mountNamespace": process.mnt_ns, "pidNamespace": process.pid_ns,
         "processName": shown(process.comm), "executable": {"path": shown(process.exe)},
-        "hostName": process.hostname, "containerId": process.container_id,
+        "hostName": process.hostname, "containerId": container_id,
+        "container": {} if known_host else {"id": container_id} if container_id else None,
+        "kubernetes": {} if known_host else None,
         "eventId": str(native) if native is not None else None, "eventName": event.name,
-        "syscall": event.name, "returnValue": event.ret, "argsNum": len(event.args),
-        "args": [{"name": n, "type": t, "value": v} for n, t, v in event.arg_values()],
+        "matchedPolicies": None, "argsNum": len(event.args), "returnValue": event.ret,
+        "syscall": event.name, "stackAddresses": None,
+        "contextFlags": {"containerStarted": False if known_host else None,
+                         "isCompat": None if event.arch is None else
+                         event.arch in ("i386", "arm")},
+        "threadEntityId": entity_id(event.tid, event.thread_start),
+        "processEntityId": entity_id(process.pid, process.start_time),
+        "parentEntityId": entity_id(process.ppid, process.parent_start_time),
+        "args": args,
         "mlockaudit": ext,
     }
 
@@ -80,13 +107,11 @@ def test_every_captured_event_matches_the_reference():
 
 
 def test_key_order_follows_tracee():
+    """json.Marshal of trace.Event writes its struct's fields in order."""
     line = format_event(captured_events()[0])
-    keys = list(json.loads(line))
-    assert keys[:13] == ["timestamp", "processorId", "processId", "threadId", "parentProcessId",
-                         "hostProcessId", "hostThreadId", "hostParentProcessId", "userId",
-                         "processName", "executable", "hostName", "containerId"]
-    assert keys[13:] == ["eventId", "eventName", "syscall", "returnValue", "argsNum", "args",
-                         "mlockaudit"]
+    assert tuple(json.loads(line)) == KEYS
+    assert list(json.loads(line)["mlockaudit"])[:5] == [
+        "backend", "arch", "syscallNumber", "addr", "flags"]
 
 
 def test_unknown_values_are_null():
@@ -113,7 +138,7 @@ def test_flags_and_errno(name, args, ret, flags, errno):
     assert data == reference(event)
     if name == "mlock2":
         assert data["args"][2]["value"] == (-1 if args[2] == 0xFFFFFFFF else args[2])
-        assert data["args"][0]["value"] == "0x1000"
+        assert data["args"][0]["value"] == 0x1000 and data["mlockaudit"]["addr"] == "0x1000"
 
 
 @settings(max_examples=300, deadline=None)

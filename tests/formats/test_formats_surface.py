@@ -30,8 +30,9 @@ def test_tracee_carries_args_and_decoded_facts():
     docs = [json.loads(tracee.format_event(e)) for e in events()]
     mmap = docs[0]
     assert [(a["name"], a["type"], a["value"]) for a in mmap["args"]] == [
-        ("addr", "void*", "0x0"), ("length", "size_t", 8192), ("prot", "int", 3),
-        ("flags", "int", 0x2022), ("fd", "int", -1), ("off", "off_t", 0)]
+        ("addr", "trace.Pointer", 0), ("length", "uint64", 8192), ("prot", "int32", 3),
+        ("flags", "int32", 0x2022), ("fd", "int32", -1), ("off", "int64", 0)]
+    assert mmap["mlockaudit"]["addr"] == "0x0"          # the hex, for people who read it
     assert mmap["mlockaudit"]["flags"] == "MAP_PRIVATE|MAP_ANONYMOUS|MAP_LOCKED"
     assert mmap["mlockaudit"]["protNames"] == "PROT_READ|PROT_WRITE"
     assert mmap["mlockaudit"]["lockedLength"] == 8192 and mmap["eventId"] == "9"
@@ -39,8 +40,9 @@ def test_tracee_carries_args_and_decoded_facts():
     assert docs[1]["args"][2]["value"] is None and docs[1]["eventId"] == "31"
     assert docs[2]["mlockaudit"]["resourceName"] == "RLIMIT_MEMLOCK"
     assert docs[2]["mlockaudit"]["newLimit"] is None
-    assert docs[2]["args"][1] == {"name": "rlim", "type": "const struct rlimit*",
-                                  "value": "0xffffffffffffffff"}
+    assert docs[2]["args"][1] == {"name": "rlim", "type": "trace.Pointer",
+                                  "value": 0xffffffffffffffff}
+    assert docs[2]["mlockaudit"]["rlim"] == "0xffffffffffffffff"
     assert docs[3]["args"][0]["value"] == -1 and docs[3]["mlockaudit"]["exitTraced"] is False
     assert docs[3]["returnValue"] is None
     assert docs[4]["mlockaudit"]["lockedLength"] is None
