@@ -182,6 +182,8 @@ def format_event(event):
     """Event -> one line of Tracee-compatible JSON (no trailing newline)."""
     process = event.process
     name = event.name
+    if name == "detection":
+        return format_detection(event)
     # Per Process, (name, arch) decides the rest of the call's fragment: a Process belongs
     # to one backend and probe kind, and the number follows from name and arch.
     parts = process.rendered.get((name, event.arch))
@@ -232,6 +234,21 @@ def format_event(event):
         parts[7], errno_json,
         _event_extra(event.extra) if event.extra else "",
         parts[8]))
+
+
+def format_detection(event):
+    """A detection (detect.py): Tracee's process fields of the triggering process,
+    ``eventName`` "detection" (as Tracee names its signatures' findings by event), no
+    args, and the rule's id, title, severity and triggering calls in
+    ``mlockaudit.detection``."""
+    rendered = process_part(event.process, NAME, render_process)
+    return "".join((
+        '{"timestamp":', _num(event.timestamp),
+        ',"processId":', rendered[0], ',"threadId":', _num(event.ns_tid), ',', rendered[1],
+        ',"hostThreadId":', _num(event.tid), ',', rendered[2],
+        ',"eventId":null,"eventName":"detection","argsNum":0,"args":[]',
+        ',"mlockaudit":{"backend":', json_value(event.backend),
+        ',"detection":', json_value(event.extra["detection"]), rendered[3], '}}'))
 
 
 def _render_args_with_nulls(name, args):
