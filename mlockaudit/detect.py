@@ -84,11 +84,12 @@ class Condition(object):
 
     def __init__(self, table, where):
         self.checks = []
+        self.calls = None                       # the call names it can match (None: any)
         unknown = sorted(set(table) - set(_CONDITION_KEYS))
         if unknown:
             raise RuleError("%s: unknown key(s) %s" % (where, ", ".join(unknown)))
         if "calls" in table:
-            calls = frozenset(_names(table["calls"], where + ".calls"))
+            calls = self.calls = frozenset(_names(table["calls"], where + ".calls"))
             self.checks.append(lambda e: e.name in calls)
         if "outcomes" in table:
             outcomes = frozenset(_names(table["outcomes"], where + ".outcomes"))
@@ -99,10 +100,10 @@ class Condition(object):
             self.checks.append(lambda e: e.outcome in outcomes)
         if "min_bytes" in table:
             least = _int(table["min_bytes"], where + ".min_bytes")
-            self.checks.append(lambda e: _size(e) is not None and _size(e) >= least)
+            self.checks.append(lambda e: _size(e, -1) >= least)
         if "more_than_bytes" in table:
             most = _int(table["more_than_bytes"], where + ".more_than_bytes")
-            self.checks.append(lambda e: _size(e) is not None and _size(e) > most)
+            self.checks.append(lambda e: _size(e, -1) > most)
         if "args" in table:
             wanted = table["args"]
             if not isinstance(wanted, dict):
@@ -142,12 +143,13 @@ def _has_arg(event, name):
     return any(arg == name for arg, _c_type in syscalls.ARG_SPECS.get(event.name, ()))
 
 
-def _size(event):
+def _size(event, unknown=None):
+    """How many bytes the call locks (its ``len`` or ``length``), else ``unknown``."""
     for name in SIZE_ARGS:
         value = event.arg(name)
         if value is not None:
             return value
-    return None
+    return unknown
 
 
 class Rule(object):
@@ -200,6 +202,11 @@ class Rule(object):
             self.condition = Condition(conditions, where)
         if self.type == "rate":
             self.max_calls = _int(table.get("max_calls"), where + ": max_calls")
+
+    def could_match(self, name):
+        """False when no call named ``name`` can take part in this rule."""
+        conditions = (self.first, self.then) if self.type == "sequence" else (self.condition,)
+        return any(c.calls is None or name in c.calls for c in conditions)
 
 
 def value_class(value):
@@ -267,6 +274,7 @@ class Detector(object):
         self.max_processes = max_processes
         self.clock = clock
         self._state = collections.OrderedDict()   # (pid, start_time) -> {rule id: state}
+        self._by_name = {}                        # call name -> the rules it can take part in
         self.fired = {}                           # rule id -> detections emitted
         self.evicted = 0
 
@@ -283,9 +291,15 @@ class Detector(object):
         return state
 
     def feed(self, event):
+        rules = self._by_name.get(event.name)
+        if rules is None:                         # (names come from the call table: few)
+            rules = self._by_name[event.name] = [rule for rule in self.rules
+                                                 if rule.could_match(event.name)]
+        if not rules:
+            return
         now = event.timestamp if event.timestamp is not None else self.clock()
         state = None
-        for rule in self.rules:
+        for rule in rules:
             if rule.type == "match":
                 if rule.condition(event):
                     state = state if state is not None else self._process_state(event)

@@ -163,3 +163,31 @@ def test_a_replayed_capture_coalesces_to_the_same_number_of_calls():
     stats = pipeline.stats()
     firsts = len(out) - stats["summaries"]
     assert stats["coalesced"] == len(plain) - firsts > 0
+
+
+def test_the_daemons_tick_sends_the_summary_and_the_stop_line_counts(tmp_path):
+    """start's wiring without a kernel: the Daemon's pipeline (pipeline.py) in front of
+    real outputs; its loop tick alone sends a summary whose window has ended."""
+    import json
+    from mlockaudit.compat import time_ns
+    from mlockaudit.daemon import Daemon
+    from mlockaudit.outputs import Outputs
+    path = tmp_path / "out.jsonl"
+    options = {"coalesce": 1.0, "outputs": ["file:%s" % path], "format_name": "tracee"}
+    daemon = Daemon(options, lambda o: Outputs(o["outputs"], o["format_name"]))
+    emit = daemon._emit_for(daemon.outputs, daemon.filter)
+    proc = process()
+    start = time_ns() - 3 * SECOND              # a window that has ended by now
+    for index in range(5):
+        emit(call(proc, start + index))
+    emit(call(proc, start, name="mlockall", flags=3))          # fires mlockall-future
+    daemon._tick()
+    daemon.outputs.close()
+    with open(str(path)) as handle:
+        docs = [json.loads(line) for line in handle]
+    calls = [doc for doc in docs if doc["eventName"] != "detection"]
+    assert [doc["mlockaudit"]["count"] for doc in calls] == [1, 1, 4]
+    assert [doc["mlockaudit"]["detection"]["id"] for doc in docs
+            if doc["eventName"] == "detection"] == ["mlockall-future"]
+    assert daemon._pipeline_stats() == {"coalesced": 4, "summaries": 1, "detections": 1,
+                                        "detection_evicted": 0}
