@@ -19,7 +19,7 @@ works for setrlimit, prlimit64 and mmap as soon as the backends report them.
 A detection Event carries the triggering process and call (thread, time, backend) and
 ``extra["detection"]`` = {``id``, ``title``, ``severity``, ``calls``: [{``name``,
 ``timestamp``, ``serial``, ``outcome``}] (, ``count`` for a rate rule)}. State is per
-process (tgid and start time), at most MAX_PROCESSES, least recently seen evicted first
+process (tgid, a reused pid told apart by its start time), at most MAX_PROCESSES, least recently seen evicted first
 (counted in ``evicted``): the process model has no exit event, so the LRU is the bound.
 """
 
@@ -273,21 +273,31 @@ class Detector(object):
         self.emit = emit
         self.max_processes = max_processes
         self.clock = clock
-        self._state = collections.OrderedDict()   # (pid, start_time) -> {rule id: state}
+        self._state = collections.OrderedDict()   # tgid -> {rule id: state, "/start": ns}
         self._by_name = {}                        # call name -> the rules it can take part in
         self.fired = {}                           # rule id -> detections emitted
         self.evicted = 0
 
     def _process_state(self, event):
-        key = (event.process.pid, event.process.start_time)
+        """The state of the event's process. Keyed by tgid; the leader's start time, when
+        known, tells a reused pid apart (the state starts over). A start time that is
+        known for one call and not for the next (/proc read too late) is not a new
+        process: a sequence survives it."""
+        key = event.process.pid
+        start = event.process.start_time
         state = self._state.get(key)
+        if state is not None and start is not None and state.get("/start") not in (None, start):
+            state = None                          # the pid was reused: a new process
+            del self._state[key]
         if state is None:
             if len(self._state) >= self.max_processes:
                 self._state.popitem(last=False)
                 self.evicted += 1
-            state = self._state[key] = {}
+            state = self._state[key] = {"/start": start}
         else:
             self._state.move_to_end(key)
+            if start is not None:
+                state["/start"] = start
         return state
 
     def feed(self, event):

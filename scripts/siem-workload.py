@@ -12,7 +12,8 @@ one detection is about, or what it must stay quiet about, and prints its truth a
                                                                          -> large-lock
     siem-workload.py root-large-lock    mlock 128 MiB as root            -> not large-lock
 
-Truth: {"workload", "pid", "uid", "calls": [{"name", "ret"}]}. Only the standard library
+Truth: {"workload", "pid", "uid", "calls": [{"name", "ret"}]}, printed before the process
+lingers for LINGER_SECONDS. Only the standard library
 (ctypes): it runs wherever the tracer runs.
 """
 
@@ -22,12 +23,14 @@ import mmap
 import os
 import resource
 import sys
+import time
 
 NR = {"x86_64": {"mlock": 149, "munlock": 150, "mlockall": 151, "munlockall": 152},
       "aarch64": {"mlock": 228, "munlock": 229, "mlockall": 230, "munlockall": 231}}[
     os.uname().machine]
 MCL_CURRENT, MCL_FUTURE = 1, 2
 MIB = 1 << 20
+LINGER_SECONDS = 1.0
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -82,6 +85,10 @@ def main(argv):
         sys.exit("unknown workload %s" % workload)
     print(json.dumps({"workload": workload, "pid": os.getpid(), "uid": os.getuid(),
                       "calls": calls}))
+    sys.stdout.flush()
+    # stay a moment: the tracefs backend learns uid and exe from /proc while the process
+    # lives, and large-lock needs the uid
+    time.sleep(LINGER_SECONDS)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,15 @@ def test_the_same_pid_reused_is_another_process(surface):
     assert fired(out) == []
 
 
+def test_a_start_time_learnt_late_is_the_same_process(surface):
+    """/proc read after the first call (tracefs, a short-lived process): still one."""
+    unknown, known = proc(start_time=None), proc()
+    assert fired(run([setrlimit(unknown), mlock(known, 2 * MIB, T0 + 1)])[0]) == [
+        "memlock-raise-then-lock"]
+    assert fired(run([setrlimit(known), mlock(unknown, 2 * MIB, T0 + 1)])[0]) == [
+        "memlock-raise-then-lock"]
+
+
 def test_mlockall_future_fires_even_when_it_failed():
     out, _ = run([mlockall(proc(), 3)])
     assert fired(out) == ["mlockall-future"]
