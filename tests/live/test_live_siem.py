@@ -85,23 +85,27 @@ def test_50000_identical_calls_coalesce_to_exact_counts_on_audit(tmp_path, run_d
                     run_dir=run_dir).wait_ready()
     proc = subprocess.Popen([loadgen, "count", "50000", "mlock"], stdout=subprocess.PIPE)
     assert proc.communicate()[0].strip() == b"50000"
-    time.sleep(2.5)                         # the window ends and the tick sends the summary
-    before_stop = [json.loads(line) for line in read_lines(tracer)]
+
+    def counted():
+        return sum(doc["mlockaudit"]["count"] for doc in map(json.loads, read_lines(tracer))
+                   if doc["process"].get("pid") == proc.pid and doc["event"]["kind"] == "event")
+    # the summaries leave during the run, from the loop's tick (no event comes after the
+    # last one): wait for them without stopping (the tracer may still be catching up)
+    deadline = time.monotonic() + 120
+    while counted() < 50000 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert counted() == 50000, tracer.stderr
     assert tracer.stop() == 0, tracer.stderr
     docs = [json.loads(line) for line in read_lines(tracer)]
     calls = [doc for doc in docs if doc["process"].get("pid") == proc.pid
              and doc["event"]["kind"] == "event"]
     assert {doc["mlockaudit"]["syscall"] for doc in calls} == {"mlock"}
     assert sum(doc["mlockaudit"]["count"] for doc in calls) == 50000        # exactly
-    assert len(calls) <= 40, len(calls)            # a few records (one window per second)
+    assert len(calls) <= 200, len(calls)           # a few records (two per 1 s window)
     assert calls[0]["mlockaudit"]["count"] == 1    # the first one at once
     summaries = [doc for doc in calls if doc["mlockaudit"]["count"] > 1]
     assert summaries and all("start" in doc["event"] and "end" in doc["event"]
                              for doc in summaries)
-    # the summaries left during the run, from the loop's tick (no event came after)
-    assert sum(doc["mlockaudit"]["count"] for doc in before_stop
-               if doc["process"].get("pid") == proc.pid
-               and doc["event"]["kind"] == "event") == 50000
     # detections saw the raw calls: one lock storm for that process
     alerts = [doc for doc in docs if doc["event"]["kind"] == "alert"
               and doc["process"].get("pid") == proc.pid]
