@@ -143,13 +143,22 @@ def _has_arg(event, name):
     return any(arg == name for arg, _c_type in syscalls.ARG_SPECS.get(event.name, ()))
 
 
+_SIZE_AT = {}     # call name -> (its ARG_SPECS entry, index of its size argument or None)
+
+
 def _size(event, unknown=None):
-    """How many bytes the call locks (its ``len`` or ``length``), else ``unknown``."""
-    for name in SIZE_ARGS:
-        value = event.arg(name)
-        if value is not None:
-            return value
-    return unknown
+    """How many bytes the call locks (its ``len`` or ``length``), else ``unknown``. The
+    position is looked up once per call name (and again if ARG_SPECS's entry changes)."""
+    specs = syscalls.ARG_SPECS.get(event.name, ())
+    cached = _SIZE_AT.get(event.name)
+    if cached is None or cached[0] is not specs:
+        names = [arg for arg, _c_type in specs]
+        index = next((names.index(n) for n in SIZE_ARGS if n in names), None)
+        cached = _SIZE_AT[event.name] = (specs, index)     # (names: the call table's)
+    index = cached[1]
+    if index is None or index >= len(event.args) or event.args[index] is None:
+        return unknown
+    return event.args[index]
 
 
 class Rule(object):
@@ -333,8 +342,8 @@ class Detector(object):
                     window = state[key] = [now, event, 0]
                 window[2] += 1
                 if window[2] > rule.max_calls:
-                    if self._fire(rule, state, now, event, [window[1], event], count=window[2]):
-                        state[key] = [now, event, 0]
+                    self._fire(rule, state, now, event, [window[1], event], count=window[2])
+                    state[key] = [now, event, 0]     # (fired or in its cooldown: count anew)
 
     def _fire(self, rule, state, now, event, calls, count=None):
         """Emit one detection unless the rule fired for this process within its cooldown.
