@@ -97,6 +97,45 @@ def _output_options(command):
     return command
 
 
+_PIPELINE_OPTIONS = (
+    click.option("--coalesce", type=click.FloatRange(min=0, min_open=True), default=None,
+                 metavar="SECONDS",
+                 help="Identical calls of a process within SECONDS leave as the first call "
+                      "plus one summary with mlockaudit.count (exact counts; off by default)."),
+    click.option("--detections", "detections", metavar="FILE", default=None,
+                 help="Detection rules that add to (or, by id, replace) the shipped ones."),
+    click.option("--no-detections", is_flag=True, default=False,
+                 help="Do not evaluate detection rules (on by default: see README)."),
+)
+
+
+def _pipeline_options(command, replay=False):
+    """--coalesce and the detections (pipeline.py). ``replay``: detections are off unless
+    asked for (--detect, or --detections FILE), so that a replay still gives exactly the
+    calls of a capture; ``start`` runs them by default (--no-detections)."""
+    options = _PIPELINE_OPTIONS[:2] + ((click.option(
+        "--detect", is_flag=True, default=False,
+        help="Evaluate the shipped detection rules over the capture too."),) if replay
+        else _PIPELINE_OPTIONS[2:])
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _replay_pipeline_options(command):
+    return _pipeline_options(command, replay=True)
+
+
+def _check_rules(options, fail=None):
+    """The detection rules load (RuleError -> a usage error naming the file and rule)."""
+    from .detect import RuleError
+    from .pipeline import rules_for
+    try:
+        return rules_for(options)
+    except RuleError as exc:
+        raise (fail or click.UsageError)(str(exc))
+
+
 def _delivery_options(command):
     for option in reversed(_DELIVERY_OPTIONS):
         command = option(command)
@@ -129,20 +168,27 @@ def main():
 @click.option("--source", type=click.Choice(["auto", "audit", "trace"]), default="auto",
               show_default=True, help="Kind of capture (auto: from its first lines).")
 @_output_options
+@_replay_pipeline_options
 @_delivery_options
-def replay(file, source, outputs, format_name, events, **delivery):
+def replay(file, source, outputs, format_name, events, coalesce, detections, detect,
+           **delivery):
     """Turn a saved audit log or trace_pipe capture (FILE, - for stdin) into events.
 
     Exit status: 0; 1 when lines were rejected or a syslog target lost messages; 2 when
     the input cannot be read, is neither kind, or an output cannot be written."""
+    from .pipeline import Pipeline
     from .replay import ReplayError, replay as run_replay
     from .transports.stream import OutputWriteError
     wanted = _parse_events(events)
+    rules = _check_rules({"detections": detections,
+                          "no_detections": not (detect or detections)})
     out = _open_outputs(outputs, format_name, dict(_delivery(delivery), block_when_full=True))
+    pipeline = Pipeline(out.emit, coalesce=coalesce, rules=rules)
     stats = None
     failure = None
     try:
-        stats = run_replay(file, out.emit, source=source, events=wanted)
+        stats = run_replay(file, pipeline.emit, source=source, events=wanted)
+        pipeline.flush()
     except (ReplayError, OutputWriteError) as exc:
         failure = str(exc)
     except BrokenPipeError:                    # the reader has seen enough: quietly
@@ -157,7 +203,10 @@ def replay(file, source, outputs, format_name, events, **delivery):
     if failure is not None:
         click.echo("mlockaudit: %s" % failure, err=True)
         sys.exit(2)
-    click.echo(stats.summary(), err=True)
+    summary = stats.summary()
+    for key, value in pipeline.stats().items():
+        summary += "; %s=%d" % (key, value)
+    click.echo(summary, err=True)
     delivery_summary = out.summary()
     if delivery_summary:
         click.echo("delivery: " + delivery_summary, err=True)
@@ -202,6 +251,7 @@ def _close_quietly(out):
 @click.option("--exclude-pid", multiple=True, metavar="PID", help="Not these pids.")
 @click.option("--failures-only", is_flag=True, default=False,
               help="Only calls that failed (or whose return was not seen).")
+@_pipeline_options
 @click.option("--config", "config_path", metavar="FILE",
               help="TOML configuration (default: /etc/mlockaudit/mlockaudit.toml if it "
                    "exists); the command line wins.")
@@ -251,6 +301,7 @@ def _start_options(ctx, params, fail=None):
         make_filter(options)
     except FilterError as exc:
         raise (fail or click.UsageError)(str(exc))
+    _check_rules(options, fail)
     return options
 
 

@@ -10,6 +10,8 @@ configuration must never be silently ignored.
     outputs = ["-", "syslog+tcp://siem.example.net:6514"]
     format = "cef"
     events = "mlock2,mlockall"
+    coalesce = 1                # seconds (coalesce.py)
+    detections = false          # or a rules file that adds to the shipped ones (detect.py)
 """
 
 import os
@@ -65,6 +67,12 @@ def apply(ctx, params, path):
         source = ctx.get_parameter_source(name)
         if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
             continue                                      # the command line wins
+        if name == "detections" and value is False:       # ``detections = false``: off
+            if ctx.get_parameter_source("detections").name in ("DEFAULT", "DEFAULT_MAP"):
+                params["no_detections"] = True
+            continue
+        if name == "detections" and value is True:        # (the shipped rules: the default)
+            continue
         if param.multiple and isinstance(value, str):
             value = [value]
         if isinstance(value, list) and not param.multiple:

@@ -13,6 +13,7 @@ import sys
 
 from . import cleanup as cleanup_module, loop
 from .notify import notify
+from .pipeline import Pipeline, rules_for
 from .source import SourceOptions
 from .state import AlreadyRunning, InstanceLock, Session
 
@@ -78,6 +79,8 @@ class Daemon(object):
         self.open_outputs = open_outputs
         self.outputs = open_outputs(options)
         self.filter = make_filter(options)
+        self.rules = rules_for(options)
+        self.pipeline = None
         self.reload = reload
         self._stop = False
         self._hup = False
@@ -89,15 +92,20 @@ class Daemon(object):
     def _on_hup(self, signum, frame):
         self._hup = True
 
-    def _emit_for(self, outputs, event_filter):
-        """The function events go to: the outputs, behind the filters when there are any
-        (the usual unfiltered path costs no extra call per event)."""
-        return event_filter.wrap(outputs.emit) if event_filter.checks else outputs.emit
+    def _emit_for(self, outputs, event_filter, options=None, rules=None):
+        """The function events go to: the pipeline (pipeline.py: detections, filters,
+        coalescing) in front of the outputs."""
+        options = self.options if options is None else options
+        self.pipeline = Pipeline(outputs.emit, event_filter, coalesce=options.get("coalesce"),
+                                 rules=self.rules if rules is None else rules)
+        return self.pipeline.emit
 
     def _tick(self):
         if self._hup:
             self._hup = False
             self._reload()
+        if self.pipeline is not None:           # (None until start wires the source)
+            self.pipeline.tick()
         self.outputs.flush()
 
     def _reload(self):
@@ -112,6 +120,7 @@ class Daemon(object):
         try:
             options = self.reload()
             event_filter = make_filter(options)
+            rules = rules_for(options)
         except Exception as exc:                  # a bad new config: keep the running one
             _say("reload failed, the running configuration stays: %s" % exc)
             self._reopen_outputs()
@@ -121,17 +130,21 @@ class Daemon(object):
             _say("reload: %s changed; that takes a restart (not applied)" % ", ".join(restart))
             for key in BACKEND_OPTIONS:
                 options[key] = self.options.get(key)
-        # the old outputs go first: a spool directory is locked by its owner
+        # the old outputs go first: a spool directory is locked by its owner; what the
+        # coalescer holds leaves through them (counts stay exact across a reload)
+        if self.pipeline is not None:
+            self.pipeline.flush()
         self._retire_outputs()
         try:
             outputs = self.open_outputs(options, reopening=True)
         except Exception as exc:
             _say("reload: the new outputs cannot be opened (%s); back to the running ones" % exc)
-            options, event_filter = self.options, self.filter
+            options, event_filter, rules = self.options, self.filter, self.rules
             outputs = self.open_outputs(options, reopening=True)
         for problem in outputs.refused:
             _say("reopen: " + problem)
-        self.outputs, self.filter, self.options = outputs, event_filter, options
+        self._retired_pipeline = self._pipeline_stats()
+        self.outputs, self.filter, self.options, self.rules = outputs, event_filter, options, rules
         self.source.set_emit(self._emit_for(outputs, event_filter))
         self._start_heartbeat()
         _say("reload: configuration applied")
@@ -139,6 +152,14 @@ class Daemon(object):
     def _reopen_outputs(self):
         for problem in self.outputs.reopen():
             _say("reopen: " + problem)
+
+    def _pipeline_stats(self):
+        """The pipeline's counters, those of pipelines retired by reloads included."""
+        total = dict(getattr(self, "_retired_pipeline", {}))
+        if self.pipeline is not None:
+            for key, value in self.pipeline.stats().items():
+                total[key] = total.get(key, 0) + value
+        return total
 
     def _retire_outputs(self):
         """Flush and close the current outputs, keeping their delivery counters."""
@@ -202,6 +223,7 @@ class Daemon(object):
             finally:
                 notify("STOPPING=1")
                 problems += self.source.stop()
+                self.pipeline.flush()             # the coalescer's open series leave
                 self.outputs.flush()
                 self.outputs.close()          # delivers what is queued, within a deadline
             signal.set_wakeup_fd(old_wakeup)
@@ -220,6 +242,8 @@ class Daemon(object):
                                    if key not in ("events", "lost"))
                 if self.filter.dropped:
                     details += " filtered=%d" % self.filter.dropped
+                for key, value in self._pipeline_stats().items():
+                    details += " %s=%d" % (key, value)
                 details += " delivery_lost=%d" % delivery_lost
                 _say("stopped: events=%d lost=%d (%s)" % (
                     stats["events"], stats["lost"] + delivery_lost, details))

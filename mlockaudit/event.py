@@ -171,6 +171,16 @@ class Event(object):
             return None
         return to_c_int(self.args[position])
 
+    def arg(self, name):
+        """The raw value of the argument called ``name`` (Tracee's name, ARG_SPECS), or
+        None when this call has no such argument or its value is unknown. Detections
+        read arguments by name so that a rule over ``len`` also reads mmap's ``length``
+        the day ARG_SPECS learns mmap, and never a wrong position."""
+        for index, (arg_name, _c_type) in enumerate(syscalls.ARG_SPECS.get(self.name, ())):
+            if arg_name == name:
+                return self.args[index] if index < len(self.args) else None
+        return None
+
     def arg_values(self):
         """[(name, C type, value)] with values shaped by their C type, as Tracee shows them:
         pointers (every type ending in ``*``) as ``"0x..."`` strings, size_t and off_t as

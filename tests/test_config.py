@@ -81,3 +81,45 @@ def test_shipped_example_config_is_valid(tmp_path):
     params = apply_to_start(tmp_path, "\n".join(settings) + "\n")
     assert params["include_uid"] == ("0", "1000") and params["spool_dir"] == "/var/spool/mlockaudit"
     assert params["input_path"] == "/var/log/audit/audit.log" and params["buffer_kb"] == 16384
+
+
+def test_coalesce_and_detections_keys(tmp_path):
+    params = apply_to_start(tmp_path, 'coalesce = 1\ndetections = false\n')
+    assert params["coalesce"] == 1.0 and params["no_detections"] is True
+    params = apply_to_start(tmp_path, 'detections = "/etc/mlockaudit/mine.toml"\n')
+    assert params["detections"] == "/etc/mlockaudit/mine.toml" and not params["no_detections"]
+    params = apply_to_start(tmp_path, 'detections = true\n')
+    assert params["detections"] is None and not params["no_detections"]
+    with pytest.raises(config.ConfigError) as info:
+        apply_to_start(tmp_path, 'coalesce = 0\n')
+    assert "bad value for 'coalesce'" in str(info.value)
+
+
+def test_a_bad_detections_file_is_a_usage_error(tmp_path):
+    from conftest import CAPTURES
+    rules = tmp_path / "mine.toml"
+    rules.write_text(u'[[rule]]\nid = "x"\ntype = "often"\n')
+    result = subprocess.run(MLOCKAUDIT + ["replay", "--detections", str(rules),
+                                          CAPTURES + "/auditd-raw.log"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert result.returncode == 2 and b"rule 'x': type must be one of" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_replay_detects_and_coalesces_on_request(tmp_path):
+    import json
+    from conftest import CAPTURES
+    capture = CAPTURES + "/auditd-raw.log"
+    plain = subprocess.run(MLOCKAUDIT + ["replay", capture], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, check=True)
+    calls = len(plain.stdout.splitlines())
+    assert b"detection" not in plain.stdout                     # off unless asked for
+    result = subprocess.run(MLOCKAUDIT + ["replay", "--detect", "--coalesce", "5", "-f", "ecs",
+                                          capture], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, check=True)
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    alerts = [doc for doc in docs if doc["event"]["kind"] == "alert"]
+    assert {doc["rule"]["id"] for doc in alerts} == {"mlockall-future"}
+    assert sum(doc["mlockaudit"]["count"] for doc in docs if doc["event"]["kind"] == "event") \
+        == calls
+    assert b"detections=%d" % len(alerts) in result.stderr

@@ -22,7 +22,8 @@ RPM = os.path.join(ROOT, "dist", "mlockaudit-%s-1.noarch.rpm" % VERSION)
 CONFFILES = ["/etc/audit/plugins.d/au-mlockaudit.conf", "/etc/logrotate.d/mlockaudit",
              "/etc/mlockaudit/auditd-plugin.toml", "/etc/mlockaudit/mlockaudit.toml"]
 PAYLOAD = ["/usr/bin/mlockaudit", "/usr/share/mlockaudit/50-mlockaudit.rules",
-           "/usr/share/mlockaudit/au-mlockaudit.conf", "/usr/share/doc/mlockaudit/README.md"]
+           "/usr/share/mlockaudit/au-mlockaudit.conf", "/usr/share/mlockaudit/detections.toml",
+           "/usr/share/doc/mlockaudit/README.md"]
 
 
 def run(*args, **kwargs):

@@ -24,8 +24,9 @@ the exact bytes).
 from .. import syscalls
 from ..compat import time_ns
 from ..event import MAX_TIMESTAMP_NS
-from .common import (ACTIONS, surface_text, CEF_SEVERITY, DEFAULT_SEVERITIES, PRODUCT, VENDOR, VERSION,
-                     event_name_text, raw_bytes, safe_text, process_part)
+from .common import (ACTIONS, CEF_SEVERITY, DEFAULT_SEVERITIES, PRODUCT, VENDOR, VERSION,
+                     detection_calls_text, detection_severity, event_name_text, raw_bytes,
+                     safe_text, process_part, surface_text)
 
 NAME = "cef"
 
@@ -96,6 +97,8 @@ def _header(key):
 
 def format_event(event, severities=DEFAULT_SEVERITIES):
     """Event -> one CEF line (no newline)."""
+    if event.name == "detection":
+        return format_detection(event)
     process = event.process
     rendered = process_part(process, NAME, render_process)
     outcome = event.outcome
@@ -132,9 +135,44 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
             parts.append(" cs3Label=errno cs3=%s" % (syscalls.errno_name(ret) or -ret))
     if event.tid is not None:
         parts.append(" flexNumber1Label=tid flexNumber1=%d" % event.tid)
-    serial = event.extra.get("serial")
+    extra = event.extra
+    serial = extra.get("serial")
     if serial.__class__ is int:
         parts.append(" externalId=%d" % serial)
+    count = extra.get("count")
+    if count.__class__ is int:                 # --coalesce (coalesce.py): CEF's own keys
+        parts.append(" cnt=%d" % count)
+        for key, ns in (("start", extra.get("firstTimestamp")),
+                        ("end", extra.get("lastTimestamp"))):
+            if ns.__class__ is int and 0 <= ns <= MAX_TIMESTAMP_NS:
+                parts.append(" %s=%d" % (key, ns // 1000000))
+    parts.append(rendered[1])
+    return "".join(parts)
+
+
+def format_detection(event):
+    """A detection (detect.py): Device Event Class ID the rule's id, Name its title,
+    severity the rule's; the triggering process as for a call; ``cs1`` the rule id,
+    ``cs2`` the triggering calls (name@epoch-ns#serial, see common.detection_calls_text),
+    ``cs3`` the rule's severity word."""
+    detection = event.extra["detection"]
+    rendered = process_part(event.process, NAME, render_process)
+    parts = ["CEF:0|%s|%s|%s|%s|%s|%d|" % (
+        header_value(VENDOR), header_value(PRODUCT), header_value(VERSION),
+        header_value(detection["id"]), header_value(detection["title"]),
+        CEF_SEVERITY[detection_severity(event)])]
+    timestamp = event.timestamp
+    if timestamp.__class__ is int and 0 <= timestamp <= MAX_TIMESTAMP_NS:
+        parts.append("rt=%d " % (timestamp // 1000000))
+    parts.append("act=detection cat=detection")
+    parts.append(rendered[0])
+    parts.append(" cs1Label=rule cs1=" + ext_value(detection["id"])[0])
+    parts.append(" cs2Label=calls cs2=" + ext_value(detection_calls_text(detection))[0])
+    parts.append(" cs3Label=severity cs3=" + ext_value(detection["severity"])[0])
+    parts.append(" cnt=%d" % len(detection["calls"]) if "count" not in detection
+                 else " cnt=%d" % detection["count"])
+    if event.tid is not None:
+        parts.append(" flexNumber1Label=tid flexNumber1=%d" % event.tid)
     parts.append(rendered[1])
     return "".join(parts)
 

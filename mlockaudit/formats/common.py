@@ -60,6 +60,28 @@ DEFAULT_SEVERITIES = {"success": 6, "failure": 4, "unknown": 4}
 CEF_SEVERITY = (10, 9, 8, 7, 5, 3, 1, 0)
 LEEF_SEVERITY = (10, 9, 8, 7, 5, 3, 1, 1)
 
+#: A detection's severity (rules/detections.toml; Sigma's level words) -> syslog severity.
+DETECTION_SEVERITIES = {"informational": 6, "low": 5, "medium": 4, "high": 3, "critical": 2}
+
+
+def detection_severity(event):
+    """The syslog severity of a detection Event (detect.py): its rule's."""
+    return DETECTION_SEVERITIES.get(event.extra["detection"]["severity"], 4)
+
+
+def detection_calls_text(detection):
+    """``setrlimit@1700000000123456789#812,mlock2@...`` : the triggering calls (name, epoch
+    ns, audit serial when known) as one plain value for the text formats."""
+    parts = []
+    for call in detection["calls"]:
+        text = "%s@%s" % (call["name"], "-" if call.get("timestamp") is None
+                          else call["timestamp"])
+        if call.get("serial") is not None:
+            text += "#%d" % call["serial"]
+        parts.append(text)
+    return ",".join(parts)
+
+
 REPLACEMENT = "\ufffd"
 
 # Every C0 control, DEL, the C1 controls and the Unicode line/paragraph separators.

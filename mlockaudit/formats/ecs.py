@@ -17,7 +17,8 @@ from json.encoder import encode_basestring_ascii as _quote
 
 from .. import syscalls
 from ..compat import time_ns
-from .common import ACTIONS, DEFAULT_SEVERITIES, iso_utc, process_part
+from .common import (ACTIONS, DEFAULT_SEVERITIES, detection_severity, iso_utc, process_part,
+                     renderable_time)
 from .tracee import json_members, json_string, json_value
 
 NAME = "ecs"
@@ -122,8 +123,20 @@ def _args_object(event):
     return "{" + ",".join(parts) + "}"
 
 
+def _span(first, last):
+    """``event.start``/``event.end`` of a coalesced summary (coalesce.py): the first and
+    last call it stands for; ``mlockaudit.count`` says how many."""
+    out = ""
+    for key, ns in (("start", first), ("end", last)):
+        if renderable_time(ns):
+            out += ',"%s":"%s"' % (key, iso_utc(ns, 9))
+    return out
+
+
 def format_event(event, severities=DEFAULT_SEVERITIES):
     """Event -> one ECS JSON document (no newline)."""
+    if event.name == "detection":
+        return format_detection(event)
     process = event.process
     rendered = process_part(process, NAME, render_process)
     outcome = event.outcome
@@ -156,10 +169,15 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
     flag_names = decoded.pop("flagNames", None) if decoded else \
         syscalls.decode_flags(name, flags)
     stamp = iso_utc(event.timestamp) if event.timestamp is not None else None
+    span = ""
+    if "firstTimestamp" in extra:              # a --coalesce summary: its calls' span
+        extra = dict(extra)
+        span = _span(extra.pop("firstTimestamp"), extra.pop("lastTimestamp", None))
     parts = [
         '{"@timestamp":"%s",' % stamp if stamp is not None else "{",
         '"ecs":{"version":"%s"},' % ECS_VERSION,
         head,
+        span,
         ',"sequence":%d},' % serial if serial.__class__ is int else "},",
         rendered[0],
         rendered[3] % event.tid if event.tid is not None else "}",
@@ -178,6 +196,31 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
     parts.append(rendered[2])
     parts.append("}}")
     return "".join(parts)
+
+
+def format_detection(event):
+    """A detection (detect.py) -> an ECS alert: ``event.kind`` alert, ``rule.id`` and
+    ``rule.name`` from the rule, the triggering process as for a call, and the rule's
+    ``id``/``title``/``severity`` with the triggering calls under ``mlockaudit.detection``."""
+    detection = event.extra["detection"]
+    rendered = process_part(event.process, NAME, render_process)
+    stamp = iso_utc(event.timestamp) if renderable_time(event.timestamp) else None
+    return "".join((
+        '{"@timestamp":"%s",' % stamp if stamp is not None else "{",
+        '"ecs":{"version":"%s"},' % ECS_VERSION,
+        '"event":{"kind":"alert","category":["process"],"type":["info"],"action":"detection",'
+        '"code":%s,"provider":%s,"module":"mlockaudit","dataset":"mlockaudit.detection",'
+        '"severity":%d},' % (json_value(detection["id"]), json_value(event.backend),
+                             detection_severity(event)),
+        '"rule":{"id":%s,"name":%s},' % (json_value(detection["id"]),
+                                        json_value(detection["title"])),
+        rendered[0],
+        rendered[3] % event.tid if event.tid is not None else "}",
+        rendered[1],
+        ',"mlockaudit":{"backend":%s,"detection":%s' % (json_value(event.backend),
+                                                        json_value(detection)),
+        rendered[2],
+        "}}"))
 
 
 def format_stats(stats, severity=6):

@@ -14,8 +14,9 @@ exact bytes are given as hex in ``<key>Hex`` whenever what is shown differs.
 
 from .. import syscalls
 from ..compat import time_ns
-from .common import (ACTIONS, surface_text, DEFAULT_SEVERITIES, LEEF_SEVERITY, PRODUCT, VENDOR, VERSION,
-                     leef_time, safe_text, process_part)
+from .common import (ACTIONS, DEFAULT_SEVERITIES, LEEF_SEVERITY, PRODUCT, VENDOR, VERSION,
+                     detection_calls_text, detection_severity, leef_time, safe_text,
+                     process_part, surface_text)
 
 NAME = "leef"
 DELIMITER = "^"
@@ -67,6 +68,8 @@ def _head(key):
 
 def format_event(event, severities=DEFAULT_SEVERITIES):
     """Event -> one LEEF 2.0 line (no newline)."""
+    if event.name == "detection":
+        return format_detection(event)
     process = event.process
     rendered = process_part(process, NAME, render_process)
     outcome = event.outcome
@@ -100,9 +103,40 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
         parts.append("^ret=%d" % ret)
         if ret < 0:
             parts.append("^errno=%s" % (syscalls.errno_name(ret) or -ret))
-    serial = event.extra.get("serial")
+    extra = event.extra
+    serial = extra.get("serial")
     if serial.__class__ is int:
         parts.append("^serial=%d" % serial)
+    count = extra.get("count")
+    if count.__class__ is int:                 # --coalesce (coalesce.py)
+        parts.append("^count=%d" % count)
+        for key, ns in (("firstTimestamp", extra.get("firstTimestamp")),
+                        ("lastTimestamp", extra.get("lastTimestamp"))):
+            if ns.__class__ is int:
+                parts.append("^%s=%d" % (key, ns))
+    parts.append(rendered[1])
+    return "".join(parts)
+
+
+def format_detection(event):
+    """A detection (detect.py): EventID the rule's id, ``sev`` the rule's, ``ruleName``
+    its title, ``calls`` the triggering calls (name@epoch-ns#serial)."""
+    detection = event.extra["detection"]
+    rendered = process_part(event.process, NAME, render_process)
+    parts = ["LEEF:2.0|%s|%s|%s|%s|%s|" % (VENDOR, PRODUCT, VERSION,
+                                           value(detection["id"])[0], DELIMITER)]
+    parts.append("cat=detection^sev=%d^ruleId=%s^ruleName=%s^severity=%s" % (
+        LEEF_SEVERITY[detection_severity(event)], value(detection["id"])[0],
+        value(detection["title"])[0], value(detection["severity"])[0]))
+    stamp = leef_time(event.timestamp) if event.timestamp.__class__ is int else None
+    if stamp is not None:
+        parts.append("^devTime=%s^devTimeFormat=%s" % (stamp, TIME_FORMAT))
+    if event.tid is not None:
+        parts.append("^tid=%d" % event.tid)
+    parts.append(rendered[0])
+    parts.append("^calls=" + value(detection_calls_text(detection))[0])
+    if "count" in detection:
+        parts.append("^count=%d" % detection["count"])
     parts.append(rendered[1])
     return "".join(parts)
 

@@ -263,6 +263,8 @@ def format_event(event):
     """Event -> one line of Tracee v0.24.1 JSON (no trailing newline)."""
     process = event.process
     name = event.name
+    if name == "detection":
+        return format_detection(event)
     # Per Process, (name, arch) decides the rest of the call's fragment: a Process belongs
     # to one backend and probe kind, and the number follows from name and arch.
     parts = process.rendered.get((name, event.arch))
@@ -336,6 +338,24 @@ def format_event(event):
         parts[10], errno_json,
         _event_extra(event.extra) if event.extra else "",
         parts[11]))
+
+
+def format_detection(event):
+    """A detection (detect.py): Tracee's process fields of the triggering process,
+    ``eventName`` "detection" (as Tracee names its signatures' findings by event), no
+    args, and the rule's id, title, severity and triggering calls in
+    ``mlockaudit.detection``."""
+    rendered = process_part(event.process, NAME, render_process)
+    return "".join((
+        '{"timestamp":', _num(event.timestamp), ',"threadStartTime":null,"processorId":null,',
+        rendered[0], ',"threadId":', _num(event.ns_tid), ',', rendered[1],
+        ',"hostThreadId":', _num(event.tid), ',', rendered[2],
+        ',"eventId":null,"eventName":"detection","matchedPolicies":null,"argsNum":0',
+        ',"returnValue":null,"syscall":null,"stackAddresses":null',
+        ',"contextFlags":{"containerStarted":', rendered[4], ',"isCompat":null}',
+        ',"threadEntityId":null,', rendered[3], ',"args":[]',
+        ',"mlockaudit":{"backend":', json_value(event.backend),
+        ',"detection":', json_value(event.extra["detection"]), rendered[5], '}}'))
 
 
 def _render_args_with_nulls(name, args):

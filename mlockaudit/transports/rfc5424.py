@@ -14,7 +14,7 @@ import os
 import time
 
 from ..compat import time_ns
-from ..formats.common import (DEFAULT_SEVERITIES, iso_utc, local_syslog_time, raw_bytes,
+from ..formats.common import (DEFAULT_SEVERITIES, detection_severity, iso_utc, local_syslog_time, raw_bytes,
                               safe_text, utf8_cut)
 from .options import APP_NAME, DEFAULT_FACILITY, DEFAULT_PEN
 
@@ -94,8 +94,14 @@ class Framer(object):
         return cached
 
     def structured_data(self, event, sequence, cut=None):
-        sd = '[meta sequenceId="%d"][%s event="%s" outcome="%s"' % (
-            sequence, self.sd_id, event.name, event.outcome)
+        if event.name == "detection":           # detect.py: the rule instead of a call
+            detection = event.extra["detection"]
+            sd = '[meta sequenceId="%d"][%s event="detection" rule="%s" severity="%s"' % (
+                sequence, self.sd_id, sd_value(detection["id"])[0],
+                sd_value(detection["severity"])[0])
+        else:
+            sd = '[meta sequenceId="%d"][%s event="%s" outcome="%s"' % (
+                sequence, self.sd_id, event.name, event.outcome)
         if event.tid is not None:
             sd += ' tid="%d"' % event.tid
         sd += self._process_sd(event.process)
@@ -111,6 +117,9 @@ class Framer(object):
                     if isinstance(value, dict):
                         value = ",".join("%s:%s" % item for item in sorted(value.items()))
                     sd += ' %s="%s"' % (key, sd_value(str(value))[0])
+        count = event.extra.get("count")
+        if count.__class__ is int:              # --coalesce (coalesce.py)
+            sd += ' count="%d"' % count
         if cut:
             sd += ' cut="%s"' % cut
         return sd + "]"
@@ -142,6 +151,8 @@ class Framer(object):
         return head.encode("ascii") + message.encode("utf-8", "surrogateescape")
 
     def severity_of(self, event):
+        if event.name == "detection":
+            return detection_severity(event)
         return self.severities[event.outcome]
 
     def frame(self, message, event, formatter=None, limit=None, stats_sd=None):
