@@ -34,6 +34,11 @@ ACTIONS = {
 SHMCTL_ACTIONS = ("locked-memory", "unlocked-memory")
 
 
+#: Argument names that would read as the caller's own fields in the line formats (LEEF
+#: attributes, CEF msg): prlimit64's target ``pid`` is not the calling process.
+LINE_ARG_NAMES = {"pid": "targetPid"}
+
+
 def surface_text(event):
     """The arguments and decoded facts of a surface call beyond the family, as one
     ``name=value`` text (``addr=0x7f.. length=8192 ... flagNames=MAP_PRIVATE|MAP_LOCKED
@@ -41,7 +46,7 @@ def surface_text(event):
     Every value is a number or a name from our own tables: nothing the process chose."""
     if event.name not in syscalls.LOCKING:
         return ""
-    parts = ["%s=%s" % (name, "null" if value is None else value)
+    parts = ["%s=%s" % (LINE_ARG_NAMES.get(name, name), "null" if value is None else value)
              for name, _, value in event.arg_values()]
     for key, value in sorted(event.decoded().items()):
         if isinstance(value, dict):

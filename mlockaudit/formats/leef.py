@@ -16,7 +16,7 @@ from .. import syscalls
 from ..compat import time_ns
 from .common import (ACTIONS, DEFAULT_SEVERITIES, LEEF_SEVERITY, PRODUCT, VENDOR, VERSION,
                      detection_calls_text, detection_severity, leef_time, safe_text,
-                     process_part, surface_text)
+                     process_part, surface_text, LINE_ARG_NAMES)
 
 NAME = "leef"
 DELIMITER = "^"
@@ -89,7 +89,7 @@ def format_event(event, severities=DEFAULT_SEVERITIES):
     for arg_name, _c_type, arg in event.arg_values():
         if arg is None:
             continue
-        parts.append("^%s=%s" % (arg_name, arg))
+        parts.append("^%s=%s" % (LINE_ARG_NAMES.get(arg_name, arg_name), arg))
         if arg_name == "flags" and name in ("mlock2", "mlockall"):
             parts.append("^flagNames=" + syscalls.decode_flags(name, arg))
     for key, arg in sorted(event.decoded().items()):

@@ -89,3 +89,15 @@ def test_syslog_structured_data_carries_the_action_and_decoded_facts():
     assert ' action="unlocked-memory"' in shm and ' command="SHM_UNLOCK"' in shm
     family = framer.structured_data(Event("mlock", "audit", HOSTILE, args=(1, 2), ret=0), 3)
     assert "action=" not in family                     # (the family's SD is unchanged)
+
+
+def test_prlimit64s_target_pid_is_not_the_callers_pid_in_the_line_formats():
+    """prlimit64's first argument names another process: in LEEF's attributes and CEF's
+    msg it is ``targetPid``, never a second ``pid`` that a SIEM would read as the caller."""
+    from test_formats_siem import parse_cef, parse_leef
+    event = Event("prlimit64", "audit", Process(pid=4242, comm="c"), args=(77, 8, 0x7FFD, 0),
+                  ret=0, arch="x86_64", syscall_nr=302)
+    _, attrs = parse_leef(leef.format_event(event))              # (rejects duplicate keys)
+    assert attrs["pid"] == "4242" and attrs["targetPid"] == "77"
+    _, extension = parse_cef(cef.format_event(event))
+    assert extension["spid"] == "4242" and "targetPid=77" in extension["msg"]

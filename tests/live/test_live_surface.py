@@ -14,7 +14,6 @@ import time
 import pytest
 
 from live_helpers import TRACEFS, Tracer, audit_snapshot, our_rules, run_workload, tracefs_snapshot
-from mlockaudit.event import Event, Process
 
 pytestmark = [pytest.mark.live]
 
@@ -25,8 +24,15 @@ SURFACE = ("mmap", "shmctl", "setrlimit", "prlimit64")
 
 
 def shaped(name, args):
-    """Raw register values -> the values Tracee's JSON shows for them (by C type)."""
-    return [value for _, _, value in Event(name, "x", Process(), args=tuple(args)).arg_values()]
+    """Raw register values -> the values Tracee's JSON shows for them (by Tracee's type
+    for each C type: numbers, pointers included, ints signed)."""
+    from mlockaudit import syscalls
+    from mlockaudit.formats.tracee import VALUE_OF, tracee_type
+    out = []
+    for (_, c_type), raw in zip(syscalls.ARG_SPECS[name], args):
+        convert = VALUE_OF[tracee_type(c_type)]
+        out.append(convert(raw) if raw is not None and convert is not None else raw)
+    return out
 
 
 def reported(events, pid, with_tid=True):
