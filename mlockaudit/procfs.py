@@ -101,6 +101,21 @@ class ThreadDetails(object):
     __slots__ = ("tid", "tgid", "start_ticks", "comm", "ns_tid")
 
 
+class SnapshotTask(object):
+    """One thread as /proc showed it: what ``ProcFS.snapshot_tasks`` returns, and
+    what the tracefs identity model (tracefs/tasks.py) starts from."""
+
+    __slots__ = ("tid", "tgid", "ppid", "comm", "exe", "start_ns")
+
+    def __init__(self, tid, tgid, ppid, comm, exe, start_ns):
+        self.tid = tid
+        self.tgid = tgid
+        self.ppid = ppid
+        self.comm = comm
+        self.exe = exe
+        self.start_ns = start_ns
+
+
 class ProcFS(object):
     """Reads under ``root`` (/proc by default). Every method returns None for a task that
     is gone, a zombie, or (with ``start_ticks``) another task under the same id."""
@@ -218,8 +233,7 @@ class ProcFS(object):
         return info
 
     def snapshot_tasks(self):
-        """Every thread now: [tasks.SnapshotTask] (tid, tgid, ppid, comm, exe, start_ns)."""
-        from .tracefs.tasks import SnapshotTask
+        """Every thread now: [SnapshotTask] (tid, tgid, ppid, comm, exe, start_ns)."""
         tasks = []
         for pid in self.pids():
             stat = self.stat(pid)

@@ -30,6 +30,7 @@ go (counted in ``evicted``). After a loss (``lost()``), entries not confirmed by
 stream since are marked uncertain: callers check them against /proc.
 """
 
+from ..procfs import SnapshotTask  # noqa: F401 (the snapshot's rows, read by procfs)
 from .decode import CLONE_PARENT, CLONE_THREAD, EXEC, NEWTASK, RENAME, TASK_EXIT
 
 #: exe_source values: where ``exe`` came from.
@@ -82,20 +83,6 @@ class Identity(object):
         self.parent_start_ns = parent.start_ns if parent is not None else (
             proc.parent_start_ns if proc is not None else None)
         self.uncertain = uncertain
-
-
-class SnapshotTask(object):
-    """One thread as /proc showed it (procfs.snapshot_tasks builds these)."""
-
-    __slots__ = ("tid", "tgid", "ppid", "comm", "exe", "start_ns")
-
-    def __init__(self, tid, tgid, ppid, comm, exe, start_ns):
-        self.tid = tid
-        self.tgid = tgid
-        self.ppid = ppid
-        self.comm = comm
-        self.exe = exe
-        self.start_ns = start_ns
 
 
 class TaskTable(object):
