@@ -161,17 +161,7 @@ def decode_flags(name, flags):
     bits = _FLAG_BITS.get(name)
     if bits is None or flags is None:
         return None
-    if flags == 0:
-        return "0"
-    names = []
-    rest = flags & 0xFFFFFFFF
-    for bit, label in bits:
-        if rest & bit:
-            names.append(label)
-            rest &= ~bit
-    if rest:
-        names.append("0x%x" % rest)
-    return "|".join(names)
+    return _bit_names(bits, flags & 0xFFFFFFFF)
 
 
 def is_locking(name, args, arch=None):

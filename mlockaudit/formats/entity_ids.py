@@ -19,7 +19,6 @@ SEED = 0x18273645
 START_TIME_ROUNDING_NS = 100000000
 
 _C1, _C2, _M32 = 0xCC9E2D51, 0x1B873593, 0xFFFFFFFF
-_BLOCKS = struct.Struct("<3I")
 _KEY = struct.Struct(">IQ")
 
 
@@ -64,14 +63,4 @@ def entity_id(task_id, start_ns):
             or not 0 <= start_ns < 1 << 64:
         return None
     rounded = start_ns - start_ns % START_TIME_ROUNDING_NS
-    # the 12-byte key as three little-endian blocks, unrolled: this runs for every call
-    # whose thread the pipeline has not seen before
-    h1 = SEED
-    for k1 in _BLOCKS.unpack(_KEY.pack(task_id, rounded)):
-        k1 = (k1 * _C1) & _M32
-        k1 = ((k1 << 15) | (k1 >> 17)) & _M32
-        k1 = (k1 * _C2) & _M32
-        h1 ^= k1
-        h1 = ((h1 << 13) | (h1 >> 19)) & _M32
-        h1 = (h1 * 5 + 0xE6546B64) & _M32
-    return _finish(h1, 12)
+    return murmur3_32(_KEY.pack(task_id, rounded))
